@@ -1,0 +1,122 @@
+"""Every default of the pipeline in one dataclass, and the command-line flags that override it.
+
+Each script asks for the fields it uses; `--help` shows each with its default. The resolved
+configuration is written into the run folder by every script, so a run can be reproduced.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+SAMPLE_DATA_DIR = os.path.join(PROJECT_DIR, "data", "sample")
+
+
+def _option(default: Any, help_text: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass
+class Config:
+    # Where things are.
+    data_dir: str = _option(SAMPLE_DATA_DIR, "dataset folder (Flickr8k official or Kaggle layout)")
+    run_dir: str = _option("", "artifacts folder; empty means runs/<dataset folder name>")
+
+    # Preprocessing.
+    encoder: str = _option("vgg16", "image encoder", choices=("vgg16", "xception", "inception_v3", "mobilenet_v2"))
+    weights: str = _option("auto", "encoder weights: auto, imagenet, none, or a local Keras weights file")
+    limit: int = _option(0, "keep only the first N images of each split (0 = all)")
+    min_word_count: int = _option(5, "words seen fewer times in the training captions become <unk>")
+    max_caption_words: int = _option(40, "longer training captions are cut to this many words")
+    extract_batch_size: int = _option(32, "images per encoder batch during feature extraction")
+    split_seed: int = _option(1234, "seed of the 75/12.5/12.5 split drawn when a dataset has no split files")
+    encoder_seed: int = _option(7, "seed that makes an untrained (--weights none) encoder reproducible")
+
+    # Decoder (the merge architecture).
+    embedding_dim: int = _option(256, "word embedding size")
+    units: int = _option(256, "LSTM size, and size of the image projection")
+    dropout: float = _option(0.5, "dropout on image features and on word embeddings")
+
+    # Training.
+    epochs: int = _option(20, "training epochs")
+    batch_size: int = _option(32, "captions per training batch")
+    learning_rate: float = _option(1e-3, "Adam learning rate")
+    seed: int = _option(42, "seed for weight initialisation and shuffling")
+    resume: bool = _option(False, "continue from the last finished epoch, optimizer state included")
+
+    # Captioning.
+    max_decode_length: int = _option(0, "longest generated caption in words (0 = the training maximum)")
+    decode_batch_size: int = _option(256, "images decoded together")
+    split: str = _option("test", "split to evaluate", choices=("train", "dev", "test"))
+    image_path: list = _option(None, "image file(s) or a folder of images", nargs="+")
+    output: str = _option("", "also write the captions to this JSON file")
+
+    def resolved_run_dir(self) -> str:
+        if self.run_dir:
+            return self.run_dir
+        name = os.path.basename(os.path.normpath(os.path.abspath(self.data_dir))).lower() or "dataset"
+        return os.path.join(PROJECT_DIR, "runs", name)
+
+
+def parse_config(field_names: Iterable[str], description: str, argv: list[str] | None = None) -> Config:
+    """Builds an argument parser for the named Config fields and returns the overridden Config."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    defaults = Config()
+    for name in field_names:
+        spec = fields[name]
+        flag = "--" + name
+        default = getattr(defaults, name)
+        extra = {k: v for k, v in spec.metadata.items() if k != "help"}
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help=spec.metadata["help"])
+        elif "nargs" in extra:
+            parser.add_argument(flag, default=default, help=spec.metadata["help"], **extra)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=spec.metadata["help"], **extra)
+    args = parser.parse_args(argv)
+    return dataclasses.replace(defaults, **vars(args))
+
+
+def save_config(config: Config, run_dir: str, script: str) -> str:
+    """Writes the resolved configuration of one script's run as JSON into the run folder."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, f"config_{script}.json")
+    values = dataclasses.asdict(config)
+    values["run_dir"] = run_dir
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=2)
+    return path
+
+
+PREPROCESS_FLAGS = ("data_dir", "run_dir", "encoder", "weights", "limit", "min_word_count",
+                    "max_caption_words", "extract_batch_size", "split_seed", "encoder_seed")
+TRAIN_FLAGS = PREPROCESS_FLAGS + ("embedding_dim", "units", "dropout", "epochs", "batch_size",
+                                  "learning_rate", "seed", "resume", "max_decode_length", "decode_batch_size")
+
+
+def run_script(main, *args) -> None:
+    """Runs a script's main; a user error (ValueError, OSError) becomes one line and exit status 2."""
+    import sys
+
+    try:
+        status = main(*args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: everything finished so far is saved; run the same command again to resume",
+              file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status or 0)
+
+
+def quiet_tensorflow() -> None:
+    """Hides TensorFlow's start-up chatter (CPU feature notes, oneDNN notices)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

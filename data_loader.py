@@ -1,0 +1,208 @@
+"""Reading datasets (Flickr8k official and Kaggle layouts) and batching training data with tf.data."""
+from __future__ import annotations
+
+import csv
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from vocabulary import clean_caption
+
+SPLITS = ("train", "dev", "test")
+IMAGE_FOLDERS = ("Flicker8k_Dataset", "Flickr8k_Dataset", "Images")
+SPLIT_FILES = {split: f"Flickr_8k.{split}Images.txt" for split in SPLITS}
+TEXT_FOLDERS = ("Flickr8k_text", ".")
+# Flickr8k's official proportions: 6000 / 1000 / 1000.
+SPLIT_FRACTIONS = {"train": 0.75, "dev": 0.125, "test": 0.125}
+
+
+class DatasetError(ValueError):
+    """A dataset folder or caption file that cannot be read; the message names the file and line."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    layout: str
+    image_dir: str
+    captions: Dict[str, List[str]]  # image name -> cleaned captions
+    splits: Dict[str, List[str]]  # split -> image names, in file order
+    split_source: str
+    skipped_captions: Dict[str, int] = field(default_factory=dict)
+
+    def image_path(self, image_name: str) -> str:
+        return os.path.join(self.image_dir, image_name)
+
+
+def _find(data_dir: str, candidates: List[str]) -> Optional[str]:
+    for candidate in candidates:
+        path = os.path.join(data_dir, candidate)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _read_lines(path: str) -> List[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().splitlines()
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def parse_token_file(path: str) -> Dict[str, List[str]]:
+    """Reads `IMAGE.jpg#N<TAB>caption` lines into image name -> raw captions."""
+    captions: Dict[str, List[str]] = {}
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        key, tab, text = line.partition("\t")
+        image, hash_sign, index = key.partition("#")
+        if not tab or not hash_sign or not image or not index.strip().isdigit():
+            raise DatasetError(f"{path}:{number}: expected 'IMAGE.jpg#N<TAB>caption', got {line[:60]!r}")
+        captions.setdefault(image.strip(), []).append(text)
+    if not captions:
+        raise DatasetError(f"{path}: no captions in the file")
+    return captions
+
+
+def parse_captions_csv(path: str) -> Dict[str, List[str]]:
+    """Reads the Kaggle `captions.txt` (CSV with header `image,caption`) into image -> raw captions."""
+    captions: Dict[str, List[str]] = {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        try:
+            rows = list(csv.reader(handle))
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise DatasetError(f"{path}: not a readable CSV file ({error})") from None
+    if not rows:
+        raise DatasetError(f"{path}:1: empty file; expected the header 'image,caption'")
+    if [cell.strip().lower() for cell in rows[0]] != ["image", "caption"]:
+        raise DatasetError(f"{path}:1: expected the header 'image,caption', got {','.join(rows[0])[:60]!r}")
+    for number, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != 2 or not row[0].strip():
+            raise DatasetError(f"{path}:{number}: expected 'image,caption' (2 columns), got {len(row)}")
+        captions.setdefault(row[0].strip(), []).append(row[1])
+    if not captions:
+        raise DatasetError(f"{path}: a header but no captions")
+    return captions
+
+
+def _read_split_files(text_dir: str) -> Optional[Dict[str, List[str]]]:
+    paths = {split: os.path.join(text_dir, name) for split, name in SPLIT_FILES.items()}
+    if not all(os.path.isfile(path) for path in paths.values()):
+        return None
+    return {split: [line.strip() for line in _read_lines(path) if line.strip()] for split, path in paths.items()}
+
+
+def draw_split(image_names: List[str], seed: int) -> Dict[str, List[str]]:
+    """A seeded 75/12.5/12.5 split of sorted names: the same names always give the same split."""
+    names = sorted(image_names)
+    random.Random(seed).shuffle(names)
+    n_dev = round(len(names) * SPLIT_FRACTIONS["dev"])
+    n_test = round(len(names) * SPLIT_FRACTIONS["test"])
+    n_train = len(names) - n_dev - n_test
+    return {"train": names[:n_train], "dev": names[n_train:n_train + n_dev], "test": names[n_train + n_dev:]}
+
+
+def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0) -> Dataset:
+    """Detects the layout of `data_dir`, reads and cleans its captions, and resolves its splits."""
+    if not os.path.isdir(data_dir):
+        raise DatasetError(f"{data_dir}: no such dataset folder")
+    token_file = _find(data_dir, [os.path.join(d, "Flickr8k.token.txt") for d in TEXT_FOLDERS])
+    csv_file = _find(data_dir, ["captions.txt"])
+    image_dir = _find(data_dir, list(IMAGE_FOLDERS))
+    if token_file and image_dir:
+        layout, raw = "flickr8k", parse_token_file(token_file)
+    elif csv_file and image_dir:
+        layout, raw = "kaggle", parse_captions_csv(csv_file)
+    else:
+        raise DatasetError(
+            f"{data_dir}: not a dataset folder. Looked for the official Flickr8k layout "
+            f"(Flickr8k_text/Flickr8k.token.txt and an image folder {'/'.join(IMAGE_FOLDERS)}) "
+            f"and the Kaggle layout (captions.txt and Images/)")
+
+    skipped: Dict[str, int] = {}
+    captions: Dict[str, List[str]] = {}
+    for image, texts in raw.items():
+        cleaned = [clean_caption(text) for text in texts]
+        kept = [caption for caption in cleaned if caption]
+        if len(kept) < len(cleaned):
+            skipped["caption empty after cleaning"] = skipped.get("caption empty after cleaning", 0) + len(cleaned) - len(kept)
+        if kept:
+            captions[image] = kept
+
+    split_files = None
+    for text_dir in TEXT_FOLDERS:
+        split_files = _read_split_files(os.path.join(data_dir, text_dir))
+        if split_files:
+            break
+    if split_files:
+        split_source = "official split files"
+        splits = {split: [name for name in names if name in captions] for split, names in split_files.items()}
+        no_captions = sum(len(names) for names in split_files.values()) - sum(len(v) for v in splits.values())
+        if no_captions:
+            skipped["split image without captions"] = no_captions
+        in_a_split = set().union(*splits.values())
+        outside = [name for name in captions if name not in in_a_split]
+        if outside:
+            # e.g. the original token file's key 2258277193_586949ec62.jpg.1, which names no image.
+            skipped["captioned image in no split"] = len(outside)
+    else:
+        split_source = f"drawn with seed {split_seed} (75/12.5/12.5)"
+        splits = draw_split(list(captions), split_seed)
+    if limit > 0:
+        splits = {split: names[:limit] for split, names in splits.items()}
+    name = os.path.basename(os.path.normpath(os.path.abspath(data_dir))).lower()
+    return Dataset(name, layout, image_dir, captions, splits, split_source, skipped)
+
+
+def training_examples(captions_by_image: Dict[str, List[str]], image_rows: Dict[str, int],
+                      encode, caption_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """One (feature row, encoded caption) pair per caption of every image that has features."""
+    rows, tokens = [], []
+    for image, captions in captions_by_image.items():
+        if image not in image_rows:
+            continue
+        for caption in captions:
+            rows.append(image_rows[image])
+            tokens.append(encode(caption, caption_length))
+    if not rows:
+        return np.zeros((0,), np.int64), np.zeros((0, caption_length + 2), np.int32)
+    return np.asarray(rows, dtype=np.int64), np.stack(tokens)
+
+
+def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_tokens: np.ndarray,
+                    batch_size: int, shuffle: bool, seed: int):
+    """A tf.data pipeline of teacher-forcing batches.
+
+    Each element is ({"image_features", "caption_tokens"}, next_words, weights): the decoder reads
+    `<start> w1 .. wn` and must predict `w1 .. wn <end>` at every position in one pass; padding gets
+    weight 0. Only indices and token ids live in the pipeline: feature rows are gathered from the
+    (memory-mapped) store batch by batch, so memory does not grow with the dataset.
+    """
+    import tensorflow as tf
+
+    feature_dim = features.shape[1]
+
+    def gather(rows):
+        order = np.argsort(rows)  # a sorted read is sequential on a memory map
+        gathered = np.empty((len(rows), feature_dim), np.float32)
+        gathered[order] = features[rows[order]]
+        return gathered
+
+    def to_model_inputs(rows, tokens):
+        image_features = tf.numpy_function(gather, [rows], tf.float32)
+        image_features.set_shape([None, feature_dim])
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        weights = tf.cast(tf.not_equal(targets, 0), tf.float32)
+        return {"image_features": image_features, "caption_tokens": inputs}, targets, weights
+
+    dataset = tf.data.Dataset.from_tensor_slices((feature_rows, caption_tokens))
+    if shuffle:
+        dataset = dataset.shuffle(len(feature_rows), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

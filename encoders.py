@@ -1,0 +1,179 @@
+"""The frozen ImageNet encoders, one table for all of them, and the image loading they share.
+
+preprocess.py and predict.py both load images here, so a file gets the same pixels, and so the
+same features, whichever script reads it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# Larger images are refused outright: decoding them could take gigabytes.
+MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+_MODE_NAMES = {"L": "grayscale", "1": "black-and-white", "I;16": "16-bit grayscale", "P": "palette"}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    module: str  # keras.applications submodule, for its preprocess_input
+    model_class: str
+    input_size: int
+    output_layer: Optional[str]  # a named layer of the full model, or None for global average pooling
+    feature_dim: int
+
+
+ENCODERS: Dict[str, EncoderSpec] = {
+    "vgg16": EncoderSpec("vgg16", "VGG16", 224, "fc2", 4096),
+    "xception": EncoderSpec("xception", "Xception", 299, None, 2048),
+    "inception_v3": EncoderSpec("inception_v3", "InceptionV3", 299, None, 2048),
+    "mobilenet_v2": EncoderSpec("mobilenet_v2", "MobileNetV2", 224, None, 1280),
+}
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; `kind` names the problem for the skip report."""
+
+    def __init__(self, kind: str, path: str, detail: str = ""):
+        super().__init__(f"{path}: {kind}" + (f" ({detail})" if detail else ""))
+        self.kind = kind
+
+
+def load_image(path: str, size: int) -> Tuple[np.ndarray, Optional[str]]:
+    """Decodes an image to RGB float32 pixels of size x size (0-255), and what had to be converted.
+
+    Grayscale, palette, RGBA and CMYK are converted to RGB (transparency onto white); a very large
+    JPEG is decoded at reduced scale. Anything unusable raises ImageError.
+    """
+    if not os.path.exists(path):
+        raise ImageError("missing file", path)
+    if os.path.getsize(path) == 0:
+        raise ImageError("empty file", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                conversions = []
+                if image.width * image.height > 4096 * 4096:
+                    conversions.append("huge image downscaled")
+                    image.draft("RGB", (size * 4, size * 4))  # JPEG only: decode at 1/2..1/8 scale
+                image.load()
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    conversions.append("transparency put on white")
+                    rgba = image.convert("RGBA")
+                    image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+                elif image.mode != "RGB":
+                    conversions.append(f"{_MODE_NAMES.get(image.mode, image.mode)} converted to RGB")
+                image = image.convert("RGB")
+                if image.size != (size, size):
+                    image = image.resize((size, size), Image.BILINEAR)
+                return np.asarray(image, dtype=np.float32), ", ".join(conversions) or None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError("image too large", path, str(error).split(".")[0]) from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image", path) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError("corrupt or truncated image", path, str(error)) from None
+
+
+def open_encoder(encoder: str, weights: str, on_sample: bool, seed: int):
+    """Builds the encoder; returns (model, the weights actually used).
+
+    `auto` means ImageNet weights where they can be had. Where they cannot (no network), the bundled
+    sample goes on with an untrained encoder and a loud warning, and a real dataset stops.
+    """
+    if weights != "auto":
+        return build_encoder(encoder, weights, seed), weights
+    try:
+        return build_encoder(encoder, "imagenet", seed), "imagenet"
+    except Exception as error:  # any download failure: DNS, refused connection, HTTP error
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    if not on_sample:
+        raise ValueError(f"ImageNet weights for {encoder} cannot be downloaded ({reason}): pass "
+                         f"--weights PATH (a local Keras weights file) or --weights none (untrained encoder)")
+    print("WARNING: ImageNet weights cannot be downloaded here, so the bundled sample uses an UNTRAINED "
+          "encoder (--weights none). Its captions rest on colour and layout, not learned visual concepts.",
+          file=sys.stderr)
+    return build_encoder(encoder, "none", seed), "none"
+
+
+def build_encoder(encoder: str, weights: str, seed: int = 7):
+    """The frozen encoder as a Keras model from pixels (0-255) to one feature vector per image."""
+    import keras
+
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    spec = ENCODERS[encoder]
+    module = getattr(keras.applications, spec.module)
+    model_class = getattr(keras.applications, spec.model_class)
+    shape = (spec.input_size, spec.input_size, 3)
+    if weights == "none":
+        keras.utils.set_random_seed(seed)  # predict.py must rebuild the very same random encoder
+        keras_weights = None
+    elif weights == "imagenet":
+        keras_weights = "imagenet"
+    elif os.path.isfile(weights):
+        keras_weights = weights
+    else:
+        raise ValueError(f"--weights {weights}: not 'auto', 'imagenet', 'none' or an existing weights file")
+    include_top = spec.output_layer is not None
+    try:
+        base = model_class(weights=keras_weights, include_top=include_top, input_shape=shape,
+                           pooling=None if include_top else "avg")
+    except ValueError as error:
+        if keras_weights not in (None, "imagenet"):
+            raise ValueError(f"--weights {weights}: does not fit {spec.model_class} "
+                             f"(include_top={include_top}): {str(error).splitlines()[0]}") from None
+        raise
+    features = base.get_layer(spec.output_layer).output if include_top else base.output
+    pixels = keras.Input(shape=shape, name="pixels")
+    trunk = keras.Model(base.input, features)
+    encoder_model = keras.Model(pixels, trunk(module.preprocess_input(pixels)), name=f"{encoder}_encoder")
+    encoder_model.trainable = False
+    return encoder_model
+
+
+def load_batches(paths: Sequence[str], size: int, batch_size: int,
+                 workers: int = 4) -> Iterator[Tuple[List[int], np.ndarray, List[Tuple[int, Exception]], List[Tuple[int, str]]]]:
+    """Yields (indices, pixels, failures, conversions) batch by batch, decoding images in threads."""
+    def safe_load(index_path):
+        index, path = index_path
+        try:
+            pixels, conversion = load_image(path, size)
+            return index, pixels, conversion, None
+        except ImageError as error:
+            return index, None, None, error
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = list(enumerate(paths[start:start + batch_size], start=start))
+            indices, images, failures, conversions = [], [], [], []
+            for index, pixels, conversion, error in pool.map(safe_load, chunk):
+                if error is not None:
+                    failures.append((index, error))
+                    continue
+                indices.append(index)
+                images.append(pixels)
+                if conversion:
+                    conversions.append((index, conversion))
+            stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.float32)
+            yield indices, stacked, failures, conversions
+
+
+def encode_pixels(encoder_model, pixels: np.ndarray) -> np.ndarray:
+    if len(pixels) == 0:
+        return np.zeros((0, encoder_model.output_shape[-1]), np.float32)
+    return np.asarray(encoder_model.predict_on_batch(pixels), dtype=np.float32)
+
+
+def describe_weights(weights: str) -> str:
+    if weights == "none":
+        return "none (UNTRAINED encoder: captions rely on colour and layout only)"
+    return weights

@@ -1,0 +1,42 @@
+"""The merge decoder (Tanti et al. 2017/2018): the LSTM reads words only; the image joins after it.
+
+    image features -> Dropout -> Dense(units, relu) ----------------------.
+    caption tokens -> Embedding(mask_zero) -> Dropout -> LSTM(units) -> add -> Dense(units, relu)
+                                                                           -> Dense(vocabulary, softmax)
+
+The LSTM returns its output at every position, so one pass over `<start> w1 .. wn` predicts
+`w1 .. wn <end>` (teacher forcing). Because the image never enters the LSTM, the prediction at
+position t is exactly what the tutorials' prefix formulation computes from the prefix of length t.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from config import Config
+
+
+def build_merge_model(config: Config, vocabulary_size: int, feature_dim: int) -> keras.Model:
+    image_features = keras.Input(shape=(feature_dim,), name="image_features")
+    caption_tokens = keras.Input(shape=(None,), dtype="int32", name="caption_tokens")
+
+    image = layers.Dropout(config.dropout, name="image_dropout")(image_features)
+    image = layers.Dense(config.units, activation="relu", name="image_projection")(image)
+
+    words = layers.Embedding(vocabulary_size, config.embedding_dim, mask_zero=True, name="word_embedding")(caption_tokens)
+    words = layers.Dropout(config.dropout, name="word_dropout")(words)
+    words = layers.LSTM(config.units, return_sequences=True, name="caption_lstm")(words)
+
+    # The image vector is broadcast over every caption position.
+    image_per_step = layers.Reshape((1, config.units), name="image_per_step")(image)
+    merged = layers.Add(name="merge")([words, image_per_step])
+    hidden = layers.Dense(config.units, activation="relu", name="merged_projection")(merged)
+    next_word = layers.Dense(vocabulary_size, activation="softmax", name="next_word")(hidden)
+    return keras.Model([image_features, caption_tokens], next_word, name="merge_captioner")
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  # Averaged over real words only: padding carries weight 0 and must not dilute the loss.
+                  loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
+                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])

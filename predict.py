@@ -1,0 +1,72 @@
+"""Stage 3: caption images with a trained run.
+
+    python predict.py --image_path photo.jpg
+    python predict.py --image_path a.jpg b.jpg folder/ --output captions.json
+
+One image: prints its caption. Several files or a folder: one `path<TAB>caption` line each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import List
+
+from config import Config, parse_config, quiet_tensorflow, run_script
+
+quiet_tensorflow()
+
+from captioner import Captioner, warn_if_untrained  # noqa: E402
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "output")
+
+
+def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:
+    """Files as given, folders as their image files (sorted); and whether any folder was given."""
+    paths, any_folder = [], False
+    for argument in arguments:
+        if os.path.isdir(argument):
+            any_folder = True
+            paths += sorted(os.path.join(argument, name) for name in os.listdir(argument)
+                            if name.lower().endswith(IMAGE_SUFFIXES))
+        else:
+            paths.append(argument)
+    return paths, any_folder
+
+
+def predict(config: Config) -> dict:
+    if not config.image_path:
+        raise ValueError("--image_path: give an image file, several files, or a folder")
+    paths, any_folder = expand_paths(config.image_path)
+    if not paths:
+        raise ValueError(f"--image_path {' '.join(config.image_path)}: no image files found")
+    captioner = Captioner(config.resolved_run_dir(), config.max_decode_length)
+    warn_if_untrained(captioner)
+    captions, errors = captioner.caption_files(paths, config.decode_batch_size)
+    for error in errors:
+        print(f"skipped {error}", file=sys.stderr)
+    if len(paths) == 1 and not any_folder:
+        if errors:
+            raise ValueError(str(errors[0]))
+        print(captions[paths[0]])
+    else:
+        for path, caption in captions.items():
+            print(f"{path}\t{caption}")
+        if errors:
+            print(f"{len(errors)} of {len(paths)} images skipped", file=sys.stderr)
+    if config.output:
+        with open(config.output, "w", encoding="utf-8") as handle:
+            json.dump({"run_dir": captioner.run_dir, "encoder": captioner.metadata["encoder"],
+                       "weights": captioner.metadata["weights"], "captions": captions,
+                       "skipped": {str(error).split(":")[0]: error.kind for error in errors}}, handle, indent=1)
+    # Files named one by one must all work; a folder's bad files are skipped and counted.
+    return 1 if errors and not any_folder else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return predict(parse_config(PREDICT_FLAGS, __doc__.splitlines()[0], argv))
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,129 @@
+"""Stage 1: dataset folder -> run folder with features, vocabulary, captions and metadata.
+
+    python preprocess.py --data_dir ../shared/data/flickr8k --encoder mobilenet_v2 --weights PATH
+
+Safe to interrupt: run the same command again and it resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import defaultdict
+from typing import Dict, List
+
+from config import PREPROCESS_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, run_script, save_config
+
+quiet_tensorflow()
+
+from data_loader import SPLITS, load_dataset  # noqa: E402
+from encoders import ENCODERS, encode_pixels, load_batches, open_encoder  # noqa: E402
+from feature_store import FeatureStore  # noqa: E402
+from vocabulary import Vocabulary  # noqa: E402
+
+METADATA = "metadata.json"
+
+
+def write_json(path: str, value) -> None:
+    """Writes through a temporary file, so an interrupted write never leaves a half file."""
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=1)
+    os.replace(temporary, path)
+
+
+def is_bundled_sample(data_dir: str) -> bool:
+    return os.path.abspath(data_dir) == os.path.abspath(SAMPLE_DATA_DIR)
+
+
+def report(title: str, by_kind: Dict[str, List[str]]) -> None:
+    for kind, names in sorted(by_kind.items()):
+        print(f"{title} {len(names)} image(s): {kind} (e.g. {names[0]})", file=sys.stderr)
+
+
+def preprocess(config: Config) -> dict:
+    from tqdm import tqdm
+
+    if config.encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {config.encoder!r}; choose one of {', '.join(ENCODERS)}")
+    dataset = load_dataset(config.data_dir, config.split_seed, config.limit)  # fails before anything is written
+    run_dir = config.resolved_run_dir()
+    spec = ENCODERS[config.encoder]
+    encoder_model, weights = open_encoder(config.encoder, config.weights, is_bundled_sample(config.data_dir),
+                                          config.encoder_seed)
+    save_config(config, run_dir, "preprocess")
+
+    identity = {"encoder": config.encoder, "weights": weights,
+                "encoder_seed": str(config.encoder_seed) if weights == "none" else ""}
+    store_name = f"features_{config.encoder}"
+    store = FeatureStore(run_dir, store_name, spec.feature_dim, "float32", identity)
+    if store.replaced:
+        print(f"note: {store_name} was made with other encoder settings; extracting again", file=sys.stderr)
+
+    wanted = list(dict.fromkeys(name for split in SPLITS for name in dataset.splits[split]))
+    todo = [name for name in wanted if name not in store]
+    skipped: Dict[str, List[str]] = defaultdict(list)
+    converted: Dict[str, List[str]] = defaultdict(list)
+    print(f"{dataset.name}: {len(wanted)} images in the splits, {len(wanted) - len(todo)} already extracted, "
+          f"{len(todo)} to go ({config.encoder}, weights: {weights})")
+    paths = [dataset.image_path(name) for name in todo]
+    with tqdm(total=len(todo), unit="img", desc="features", disable=not todo) as progress:
+        for indices, pixels, failures, conversions in load_batches(paths, spec.input_size, config.extract_batch_size):
+            store.append([todo[i] for i in indices], encode_pixels(encoder_model, pixels))
+            for index, error in failures:
+                skipped[error.kind].append(todo[index])
+            for index, kind in conversions:
+                converted[kind].append(todo[index])
+            progress.update(len(indices) + len(failures))
+    report("skipped", skipped)
+    report("converted", converted)
+
+    train_captions = [caption for name in dataset.splits["train"] if name in store
+                      for caption in dataset.captions[name]]
+    if not train_captions:
+        raise ValueError(f"{config.data_dir}: none of the {len(dataset.splits['train'])} training images "
+                         f"could be read (see the skipped lines above)")
+    vocabulary = Vocabulary.build(train_captions, config.min_word_count)
+    vocabulary.save(os.path.join(run_dir, "vocabulary.json"))
+    max_length = min(max(len(caption.split()) for caption in train_captions), config.max_caption_words)
+    write_json(os.path.join(run_dir, "captions.json"),
+               {split: {name: dataset.captions[name] for name in names} for split, names in dataset.splits.items()})
+
+    metadata = {
+        "dataset": dataset.name,
+        "data_dir": os.path.abspath(config.data_dir),
+        "layout": dataset.layout,
+        "split_source": dataset.split_source,
+        "encoder": config.encoder,
+        "weights": weights,
+        "encoder_seed": config.encoder_seed,
+        "input_size": spec.input_size,
+        "feature_dim": spec.feature_dim,
+        "feature_store": {"name": store_name, "dtype": "float32", "identity": identity},
+        "vocabulary_size": len(vocabulary),
+        "min_word_count": config.min_word_count,
+        "max_caption_length": max_length,
+        "images": {split: {"in_split": len(names), "with_features": sum(name in store for name in names)}
+                   for split, names in dataset.splits.items()},
+        "training_captions": len(train_captions),
+        "skipped_images": dict(skipped),
+        "converted_images": dict(converted),
+        "skipped_captions": dataset.skipped_captions,
+    }
+    write_json(os.path.join(run_dir, METADATA), metadata)
+    counts = ", ".join(f"{split} {v['with_features']}/{v['in_split']}" for split, v in metadata["images"].items())
+    print(f"wrote {run_dir}: images with features {counts}; vocabulary {len(vocabulary)} words; "
+          f"longest caption {max_length} words")
+    for reason, count in dataset.skipped_captions.items():
+        print(f"note: {count} caption entries skipped: {reason}", file=sys.stderr)
+    return metadata
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(PREPROCESS_FLAGS, __doc__.splitlines()[0], argv)
+    preprocess(config)
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)
