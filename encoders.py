@@ -125,8 +125,11 @@ def build_encoder(encoder: str, weights: str, seed: int = 7):
         raise ValueError(f"--weights {weights}: not 'auto', 'imagenet', 'none' or an existing weights file")
     include_top = spec.output_layer is not None
     try:
-        base = model_class(weights=keras_weights, include_top=include_top, input_shape=shape,
-                           pooling=None if include_top else "avg")
+        with warnings.catch_warnings():
+            # Keras 3 notes weightless sublayers (ReLU, Add) it finds no group for; every weight still loads.
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            base = model_class(weights=keras_weights, include_top=include_top, input_shape=shape,
+                               pooling=None if include_top else "avg")
     except ValueError as error:
         if keras_weights not in (None, "imagenet"):
             raise ValueError(f"--weights {weights}: does not fit {spec.model_class} "

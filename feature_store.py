@@ -1,7 +1,7 @@
 """An append-only, crash-safe store of image features keyed by image name.
 
 Two files: `<name>.bin`, raw float rows, memory-mapped for reading; `<name>.index`, one image name
-per line, row order. A batch is written as rows first (flushed to disk), then names; on opening,
+per line, row order, with an optional note after a tab (e.g. how the image had to be converted). A batch is written as rows first (flushed to disk), then names; on opening,
 rows beyond the last complete name are cut off. An interrupted extraction therefore loses at most
 the batch in flight, and never leaves a row that a name points to half written.
 """
@@ -34,25 +34,27 @@ class FeatureStore:
                             os.remove(path)
         with open(self.header_path, "w", encoding="utf-8") as handle:
             json.dump(header, handle)
-        self.names = self._recover()
+        lines = self._recover()
+        self.names = [line.split("\t")[0] for line in lines]
+        self.notes = {name: note for name, _, note in (line.partition("\t") for line in lines) if note}
         self.rows = {name: row for row, name in enumerate(self.names)}
 
     replaced = False
 
     def _recover(self) -> List[str]:
-        names: List[str] = []
+        lines: List[str] = []
         if os.path.exists(self.index_path):
             with open(self.index_path, encoding="utf-8") as handle:
                 text = handle.read()
-            names = text.split("\n")[:-1]  # a last line with no newline was cut mid-write
+            lines = text.split("\n")[:-1]  # a last line with no newline was cut mid-write
         row_bytes = self.feature_dim * self.dtype.itemsize
         stored_rows = os.path.getsize(self.rows_path) // row_bytes if os.path.exists(self.rows_path) else 0
-        names = names[:stored_rows]
+        lines = lines[:stored_rows]
         with open(self.rows_path, "ab") as handle:
-            handle.truncate(len(names) * row_bytes)
+            handle.truncate(len(lines) * row_bytes)
         with open(self.index_path, "w", encoding="utf-8") as handle:
-            handle.write("".join(name + "\n" for name in names))
-        return names
+            handle.write("".join(line + "\n" for line in lines))
+        return lines
 
     def __contains__(self, name: str) -> bool:
         return name in self.rows
@@ -60,8 +62,8 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.names)
 
-    def append(self, names: Iterable[str], vectors: np.ndarray) -> None:
-        names = list(names)
+    def append(self, names: Iterable[str], vectors: np.ndarray, notes: Dict[str, str] | None = None) -> None:
+        names, notes = list(names), notes or {}
         if len(names) != len(vectors) or (len(vectors) and vectors.shape[1:] != (self.feature_dim,)):
             raise ValueError(f"expected {len(names)} vectors of size {self.feature_dim}, got {vectors.shape}")
         with open(self.rows_path, "ab") as handle:
@@ -69,12 +71,13 @@ class FeatureStore:
             handle.flush()
             os.fsync(handle.fileno())
         with open(self.index_path, "a", encoding="utf-8") as handle:
-            handle.write("".join(name + "\n" for name in names))
+            handle.write("".join(name + ("\t" + notes[name] if name in notes else "") + "\n" for name in names))
             handle.flush()
             os.fsync(handle.fileno())
         for name in names:
             self.rows[name] = len(self.names)
             self.names.append(name)
+        self.notes.update(notes)
 
     def matrix(self) -> np.ndarray:
         """All rows as a read-only memory map (nothing is loaded until it is read)."""

@@ -51,6 +51,8 @@ def preprocess(config: Config) -> dict:
     spec = ENCODERS[config.encoder]
     encoder_model, weights = open_encoder(config.encoder, config.weights, is_bundled_sample(config.data_dir),
                                           config.encoder_seed)
+    if os.path.isfile(weights):
+        weights = os.path.abspath(weights)  # predict.py may run from another folder
     save_config(config, run_dir, "preprocess")
 
     identity = {"encoder": config.encoder, "weights": weights,
@@ -69,12 +71,14 @@ def preprocess(config: Config) -> dict:
     paths = [dataset.image_path(name) for name in todo]
     with tqdm(total=len(todo), unit="img", desc="features", disable=not todo) as progress:
         for indices, pixels, failures, conversions in load_batches(paths, spec.input_size, config.extract_batch_size):
-            store.append([todo[i] for i in indices], encode_pixels(encoder_model, pixels))
+            store.append([todo[i] for i in indices], encode_pixels(encoder_model, pixels),
+                         {todo[index]: kind for index, kind in conversions})
             for index, error in failures:
                 skipped[error.kind].append(todo[index])
-            for index, kind in conversions:
-                converted[kind].append(todo[index])
             progress.update(len(indices) + len(failures))
+    for name in wanted:  # conversions are kept in the store, so earlier runs' count too
+        if name in store.notes:
+            converted[store.notes[name]].append(name)
     report("skipped", skipped)
     report("converted", converted)
 
@@ -115,7 +119,7 @@ def preprocess(config: Config) -> dict:
     print(f"wrote {run_dir}: images with features {counts}; vocabulary {len(vocabulary)} words; "
           f"longest caption {max_length} words")
     for reason, count in dataset.skipped_captions.items():
-        print(f"note: {count} caption entries skipped: {reason}", file=sys.stderr)
+        print(f"note: caption entries left out: {reason}: {count}", file=sys.stderr)
     return metadata
 
 

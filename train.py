@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import warnings
 
 from config import TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, run_script, save_config
 
@@ -102,6 +103,8 @@ def train(config: Config) -> dict:
         print(f"already trained for {initial_epoch} epochs (asked for {config.epochs}): nothing to do")
         return {"epochs_done": initial_epoch, "best": best}
 
+    # Keras warns that it cannot shuffle a tf.data pipeline; ours shuffles itself.
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
     model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs, initial_epoch=initial_epoch,
               verbose=1 if sys.stdout.isatty() else 2,
               callbacks=[keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY), append=initial_epoch > 0),

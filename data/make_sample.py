@@ -88,14 +88,14 @@ def two_shape_scene(rng: random.Random) -> tuple[Image.Image, list[str]]:
     return image, rng.sample(captions, 5)
 
 
-def make_sample(out_dir: str, seed: int = 8) -> None:
+def make_sample(out_dir: str, seed: int = 8, split_sizes: dict | None = None) -> None:
     rng = random.Random(seed)
     image_dir = os.path.join(out_dir, "Flicker8k_Dataset")
     text_dir = os.path.join(out_dir, "Flickr8k_text")
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(text_dir, exist_ok=True)
     token_lines, split_names, number = [], {}, 0
-    for split, count in SPLIT_SIZES.items():
+    for split, count in (split_sizes or SPLIT_SIZES).items():
         split_names[split] = []
         for _ in range(count):
             scene = one_shape_scene if rng.random() < 0.5 else two_shape_scene

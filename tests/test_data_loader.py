@@ -1,0 +1,103 @@
+import os
+
+import pytest
+
+from conftest import SHARED_FLICKR, TINY_SPLITS, needs_shared
+from data_loader import DatasetError, draw_split, load_dataset, parse_captions_csv, parse_token_file
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def test_official_layout_is_detected_and_cleaned(tiny_dataset):
+    dataset = load_dataset(tiny_dataset)
+    assert dataset.layout == "flickr8k" and dataset.split_source == "official split files"
+    assert {split: len(names) for split, names in dataset.splits.items()} == TINY_SPLITS
+    for captions in dataset.captions.values():
+        assert len(captions) == 5
+        assert all(caption == caption.lower() and "." not in caption for caption in captions)
+
+
+def test_kaggle_layout_with_drawn_split(tmp_path):
+    images = tmp_path / "kaggle" / "Images"
+    images.mkdir(parents=True)
+    rows = ["image,caption"] + [f'img{i}.jpg,"A dog, number {i} , runs ."' for i in range(40)]
+    write(str(tmp_path / "kaggle" / "captions.txt"), "\n".join(rows) + "\n")
+    dataset = load_dataset(str(tmp_path / "kaggle"), split_seed=5)
+    assert dataset.layout == "kaggle" and "seed 5" in dataset.split_source
+    assert {k: len(v) for k, v in dataset.splits.items()} == {"train": 30, "dev": 5, "test": 5}
+    assert dataset.captions["img3.jpg"] == ["a dog number runs"]
+    again = load_dataset(str(tmp_path / "kaggle"), split_seed=5)
+    assert again.splits == dataset.splits
+    assert load_dataset(str(tmp_path / "kaggle"), split_seed=6).splits != dataset.splits
+
+
+def test_drawn_split_is_proportional_and_disjoint():
+    split = draw_split([f"{i}.jpg" for i in range(8000)], seed=1)
+    assert [len(split[s]) for s in ("train", "dev", "test")] == [6000, 1000, 1000]
+    assert len(set().union(*split.values())) == 8000
+
+
+def test_limit_keeps_first_images_of_each_split(tiny_dataset):
+    dataset = load_dataset(tiny_dataset, limit=2)
+    full = load_dataset(tiny_dataset)
+    assert all(dataset.splits[s] == full.splits[s][:2] for s in full.splits)
+
+
+def test_unknown_folder_names_what_was_looked_for(tmp_path):
+    with pytest.raises(DatasetError, match="Flickr8k.token.txt.*captions.txt"):
+        load_dataset(str(tmp_path))
+    with pytest.raises(DatasetError, match="no such dataset folder"):
+        load_dataset(str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize("line, where", [("img.jpg no tab here", ":2:"), ("img.jpg\tno hash", ":2:"),
+                                         ("img.jpg#x\tbad index", ":2:")])
+def test_malformed_token_line_names_file_and_line(tmp_path, line, where):
+    path = write(str(tmp_path / "t.txt"), f"ok.jpg#0\tfine caption\n{line}\n")
+    with pytest.raises(DatasetError, match=where):
+        parse_token_file(path)
+
+
+def test_empty_caption_files_are_errors(tmp_path):
+    with pytest.raises(DatasetError, match="no captions"):
+        parse_token_file(write(str(tmp_path / "t.txt"), "\n\n"))
+    with pytest.raises(DatasetError, match=":1: empty file"):
+        parse_captions_csv(write(str(tmp_path / "c.txt"), ""))
+    with pytest.raises(DatasetError, match="header but no captions"):
+        parse_captions_csv(write(str(tmp_path / "c.txt"), "image,caption\n"))
+    with pytest.raises(DatasetError, match=":1: expected the header"):
+        parse_captions_csv(write(str(tmp_path / "c.txt"), "file,text\na.jpg,x\n"))
+    with pytest.raises(DatasetError, match=":3: expected 'image,caption'"):
+        parse_captions_csv(write(str(tmp_path / "c.txt"), "image,caption\na.jpg,x\na.jpg,x,y\n"))
+
+
+@needs_shared
+def test_real_official_token_file_and_its_quirk():
+    captions = parse_token_file(os.path.join(SHARED_FLICKR, "Flickr8k_text", "Flickr8k.token.txt"))
+    assert len(captions) == 8092 and sum(len(v) for v in captions.values()) == 40460
+    dataset = load_dataset(SHARED_FLICKR)
+    assert dataset.layout == "flickr8k"
+    assert [len(dataset.splits[s]) for s in ("train", "dev", "test")] == [6000, 1000, 1000]
+    assert "2258277193_586949ec62.jpg.1" not in set().union(*dataset.splits.values())
+    # 8,092 keys: 8,000 in the splits, 91 real images in none, and the quirky key.
+    assert dataset.skipped_captions["captioned image in no split"] == 92
+
+
+@needs_shared
+def test_real_kaggle_file_uses_official_splits_when_present(tmp_path):
+    kaggle = tmp_path / "flickr8k_kaggle"
+    kaggle.mkdir()
+    os.symlink(os.path.join(SHARED_FLICKR, "captions.txt"), kaggle / "captions.txt")
+    os.symlink(os.path.join(SHARED_FLICKR, "Flicker8k_Dataset"), kaggle / "Images")
+    captions = parse_captions_csv(str(kaggle / "captions.txt"))
+    assert len(captions) == 8091 and sum(len(v) for v in captions.values()) == 40455
+    drawn = load_dataset(str(kaggle))
+    assert drawn.layout == "kaggle" and [len(drawn.splits[s]) for s in ("train", "dev", "test")] == [6069, 1011, 1011]
+    os.symlink(os.path.join(SHARED_FLICKR, "Flickr8k_text"), kaggle / "Flickr8k_text")
+    official = load_dataset(str(kaggle))
+    assert official.split_source == "official split files" and len(official.splits["dev"]) == 1000

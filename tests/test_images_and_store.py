@@ -1,0 +1,96 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoders import ImageError, load_image
+from feature_store import FeatureStore
+
+
+def make_images(folder) -> dict:
+    """One file per kind of awkward input; returns kind -> path."""
+    folder.mkdir(exist_ok=True)
+    paths = {}
+    def save(name, image, **options):
+        path = str(folder / name)
+        image.save(path, **options)
+        paths[name.split(".")[0]] = path
+    save("rgb.jpg", Image.new("RGB", (50, 40), (200, 10, 10)))
+    save("grayscale.jpg", Image.new("L", (30, 30), 128))
+    save("rgba.png", Image.new("RGBA", (30, 30), (0, 0, 255, 0)))
+    save("cmyk.jpg", Image.new("CMYK", (30, 30), (0, 255, 255, 0)))
+    save("palette.gif", Image.new("P", (30, 30), 3))
+    save("huge.jpg", Image.new("RGB", (5000, 4000), (10, 200, 10)), quality=50)
+    save("bomb.png", Image.new("1", (11000, 10000), 0))
+    jpeg = open(paths["rgb"], "rb").read()
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is not an image")
+    for kind in ("truncated", "empty", "text"):
+        paths[kind] = str(folder / f"{kind}.jpg")
+    paths["missing"] = str(folder / "missing.jpg")
+    return paths
+
+
+def test_convertible_images_become_rgb_of_the_right_size(tmp_path):
+    paths = make_images(tmp_path / "images")
+    pixels, note = load_image(paths["rgb"], 64)
+    assert pixels.shape == (64, 64, 3) and pixels.dtype == np.float32 and note is None
+    assert abs(pixels[..., 0].mean() - 200) < 3
+    expected = {"grayscale": "grayscale converted to RGB", "rgba": "transparency put on white",
+                "cmyk": "CMYK converted to RGB", "palette": "palette converted to RGB",
+                "huge": "huge image downscaled"}
+    for kind, message in expected.items():
+        pixels, note = load_image(paths[kind], 64)
+        assert pixels.shape == (64, 64, 3), kind
+        assert note == message, kind
+    # A fully transparent pixel shows the white background.
+    assert load_image(paths["rgba"], 8)[0].min() == 255
+
+
+@pytest.mark.parametrize("kind, message", [("truncated", "corrupt or truncated image"), ("empty", "empty file"),
+                                           ("text", "not an image"), ("missing", "missing file"),
+                                           ("bomb", "image too large")])
+def test_unusable_images_raise_a_named_error(tmp_path, kind, message):
+    paths = make_images(tmp_path / "images")
+    with pytest.raises(ImageError) as caught:
+        load_image(paths[kind], 64)
+    assert caught.value.kind == message
+    assert paths[kind] in str(caught.value)
+
+
+def test_store_appends_and_reopens(tmp_path):
+    store = FeatureStore(str(tmp_path), "f", 3, identity={"encoder": "x"})
+    store.append(["a", "b"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    store.append(["c"], np.full((1, 3), 9, np.float32))
+    again = FeatureStore(str(tmp_path), "f", 3, identity={"encoder": "x"})
+    assert again.names == ["a", "b", "c"] and "b" in again and "z" not in again
+    np.testing.assert_array_equal(again.matrix()[again.rows["c"]], [9, 9, 9])
+    with pytest.raises(ValueError, match="vectors of size 3"):
+        again.append(["d"], np.zeros((1, 4), np.float32))
+
+
+def test_store_recovers_from_a_write_cut_short(tmp_path):
+    store = FeatureStore(str(tmp_path), "f", 2)
+    store.append(["a", "b"], np.array([[1, 2], [3, 4]], np.float32))
+    # A crash mid-batch: row c whole and named, row d half written, its name cut before the newline.
+    with open(store.rows_path, "ab") as handle:
+        handle.write(np.array([[5, 6], [7, 8]], np.float32).tobytes()[:12])
+    with open(store.index_path, "a") as handle:
+        handle.write("c\nd")
+    recovered = FeatureStore(str(tmp_path), "f", 2)
+    assert recovered.names == ["a", "b", "c"]
+    assert os.path.getsize(recovered.rows_path) == 3 * 2 * 4
+    recovered.append(["d"], np.array([[7, 8]], np.float32))
+    np.testing.assert_array_equal(FeatureStore(str(tmp_path), "f", 2).matrix(), [[1, 2], [3, 4], [5, 6], [7, 8]])
+    # Names written but rows missing (rows are flushed first, so only by outside damage): cut to the rows.
+    with open(recovered.index_path, "a") as handle:
+        handle.write("e\n")
+    assert FeatureStore(str(tmp_path), "f", 2).names == ["a", "b", "c", "d"]
+
+
+def test_store_made_by_another_encoder_is_replaced(tmp_path):
+    FeatureStore(str(tmp_path), "f", 2, identity={"weights": "none"}).append(["a"], np.ones((1, 2), np.float32))
+    other = FeatureStore(str(tmp_path), "f", 2, identity={"weights": "imagenet"})
+    assert other.replaced and len(other) == 0

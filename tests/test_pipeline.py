@@ -1,0 +1,230 @@
+"""Each stage on a tiny dataset, through the functions and through the command line, bad inputs included."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import encoders
+from conftest import MOBILENET_NOTOP, PROJECT, TINY_SPLITS, tiny_config
+from feature_store import open_features
+from preprocess import preprocess
+from train import train
+
+
+def run_cli(script, *arguments, cwd=PROJECT):
+    return subprocess.run([sys.executable, os.path.join(PROJECT, script), *arguments], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def read_json(*parts):
+    with open(os.path.join(*parts), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_preprocess_writes_the_artifacts(trained_run):
+    run_dir = trained_run.run_dir
+    metadata = read_json(run_dir, "metadata.json")
+    assert metadata["layout"] == "flickr8k" and metadata["encoder"] == "mobilenet_v2"
+    assert metadata["weights"] == "none" and metadata["feature_dim"] == 1280
+    assert {s: v["with_features"] for s, v in metadata["images"].items()} == TINY_SPLITS
+    assert metadata["vocabulary_size"] == len(read_json(run_dir, "vocabulary.json")["tokens"])
+    features, rows = open_features(run_dir, metadata)
+    assert features.shape == (16, 1280) and np.isfinite(features).all()
+    assert read_json(run_dir, "config_preprocess.json")["encoder"] == "mobilenet_v2"
+
+
+def test_bad_images_are_converted_or_skipped_and_listed(tiny_dataset, tmp_path):
+    images = os.path.join(tiny_dataset, "Flicker8k_Dataset")
+    train_names = open(os.path.join(tiny_dataset, "Flickr8k_text", "Flickr_8k.trainImages.txt")).read().split()
+    os.remove(os.path.join(images, train_names[0]))
+    open(os.path.join(images, train_names[1]), "wb").close()
+    data = open(os.path.join(images, train_names[2]), "rb").read()
+    open(os.path.join(images, train_names[2]), "wb").write(data[: len(data) // 3])
+    open(os.path.join(images, train_names[3]), "w").write("not an image")
+    Image.open(os.path.join(images, train_names[4])).convert("L").save(os.path.join(images, train_names[4]), "JPEG")
+    Image.open(os.path.join(images, train_names[5])).convert("CMYK").save(os.path.join(images, train_names[5]), "JPEG")
+    config = tiny_config(tiny_dataset, str(tmp_path / "run"))
+    metadata = preprocess(config)
+    assert metadata["skipped_images"] == {"missing file": [train_names[0]], "empty file": [train_names[1]],
+                                          "corrupt or truncated image": [train_names[2]],
+                                          "not an image": [train_names[3]]}
+    assert metadata["converted_images"] == {"grayscale converted to RGB": [train_names[4]],
+                                            "CMYK converted to RGB": [train_names[5]]}
+    assert metadata["images"]["train"] == {"in_split": 10, "with_features": 6}
+    result = run_cli("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(tmp_path / "run"),
+                     "--encoder", "mobilenet_v2", "--weights", "none", "--min_word_count", "1")
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 image(s): missing file" in result.stderr
+    assert "converted 1 image(s): CMYK converted to RGB" in result.stderr
+    assert "12 already extracted, 4 to go" in result.stdout  # only the unusable files are tried again
+
+
+def test_interrupted_preprocess_resumes_without_recomputing(tiny_dataset, tmp_path, monkeypatch):
+    calls = []
+    real_encode = encoders.encode_pixels
+
+    def encode_then_interrupt(model, pixels):
+        calls.append(len(pixels))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_encode(model, pixels)
+
+    import preprocess as preprocess_module
+    monkeypatch.setattr(preprocess_module, "encode_pixels", encode_then_interrupt)
+    config = tiny_config(tiny_dataset, str(tmp_path / "run"))
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(config)
+    assert not os.path.exists(tmp_path / "run" / "metadata.json")
+    calls.clear()
+    monkeypatch.setattr(preprocess_module, "encode_pixels", real_encode)
+    counted = []
+    monkeypatch.setattr(preprocess_module, "encode_pixels", lambda m, p: counted.append(len(p)) or real_encode(m, p))
+    metadata = preprocess(config)
+    assert sum(counted) == 16 - 8  # two batches of 4 were stored before the interruption
+    resumed, rows = open_features(config.run_dir, metadata)
+    fresh_config = tiny_config(tiny_dataset, str(tmp_path / "fresh"))
+    fresh, fresh_rows = open_features(fresh_config.run_dir, preprocess(fresh_config))
+    for name, row in fresh_rows.items():
+        np.testing.assert_allclose(resumed[rows[name]], fresh[row], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_caption_file_is_one_line_and_writes_nothing(tiny_dataset, tmp_path):
+    token_file = os.path.join(tiny_dataset, "Flickr8k_text", "Flickr8k.token.txt")
+    lines = open(token_file).read().splitlines()
+    lines[6] = "broken line without a tab"
+    open(token_file, "w").write("\n".join(lines))
+    run_dir = tmp_path / "run"
+    result = run_cli("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(run_dir), "--weights", "none")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {token_file}:7: expected 'IMAGE.jpg#N<TAB>caption', "
+                                                   f"got 'broken line without a tab'"]
+    assert not run_dir.exists()
+    open(token_file, "w").write("")
+    result = run_cli("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(run_dir), "--weights", "none")
+    assert result.returncode == 2 and "no captions" in result.stderr and not run_dir.exists()
+
+
+def test_auto_weights_offline_stops_a_real_dataset_and_warns_for_the_sample(tiny_dataset, monkeypatch):
+    def no_network(encoder, weights, seed=7):
+        if weights == "imagenet":
+            raise OSError("URL fetch failure: no network")
+        return "untrained encoder"
+    monkeypatch.setattr(encoders, "build_encoder", no_network)
+    with pytest.raises(ValueError, match="--weights PATH .* --weights none"):
+        encoders.open_encoder("mobilenet_v2", "auto", on_sample=False, seed=1)
+    assert encoders.open_encoder("mobilenet_v2", "auto", on_sample=True, seed=1) == ("untrained encoder", "none")
+
+
+def test_untrained_encoder_is_reproducible_and_weight_files_are_checked(tmp_path):
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    first = encoders.encode_pixels(encoders.build_encoder("mobilenet_v2", "none", seed=3), pixels)
+    second = encoders.encode_pixels(encoders.build_encoder("mobilenet_v2", "none", seed=3), pixels)
+    np.testing.assert_array_equal(first, second)
+    with pytest.raises(ValueError, match="not 'auto', 'imagenet', 'none' or an existing weights file"):
+        encoders.build_encoder("mobilenet_v2", str(tmp_path / "absent.weights.h5"))
+
+
+@pytest.mark.skipif(not os.path.exists(MOBILENET_NOTOP), reason="the shared MobileNetV2 weights are absent")
+def test_local_imagenet_weights_file_loads_and_is_used():
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    trained = encoders.encode_pixels(encoders.build_encoder("mobilenet_v2", MOBILENET_NOTOP), pixels)
+    untrained = encoders.encode_pixels(encoders.build_encoder("mobilenet_v2", "none"), pixels)
+    assert trained.shape == (2, 1280) and not np.allclose(trained, untrained)
+    with pytest.raises(ValueError, match="does not fit VGG16"):
+        encoders.build_encoder("vgg16", MOBILENET_NOTOP)
+
+
+def test_train_keeps_best_model_and_resumes(trained_run, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(trained_run.run_dir, run_dir)
+    state = read_json(run_dir, "training_state.json")
+    assert state["epochs_done"] == 2 and state["monitor"] == "val_loss"
+    assert os.path.exists(os.path.join(run_dir, "model.keras"))
+    history = open(os.path.join(run_dir, "history.csv")).read().splitlines()
+    assert len(history) == 3
+    resumed = train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True))
+    assert resumed["epochs_done"] == 3
+    history = open(os.path.join(run_dir, "history.csv")).read().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+
+
+def test_predict_one_file_several_files_and_a_folder(trained_run, tmp_path):
+    images = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
+    names = sorted(os.listdir(images))[:3]
+    one = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", os.path.join(images, names[0]))
+    assert one.returncode == 0, one.stderr
+    assert len(one.stdout.strip().splitlines()) == 1 and one.stdout.strip()
+    assert "UNTRAINED" in one.stderr
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(os.path.join(images, name), folder / name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    output = tmp_path / "captions.json"
+    many = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", str(folder), "--output", str(output))
+    assert many.returncode == 0, many.stderr
+    lines = many.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(folder / name) for name in names]
+    assert "1 of 4 images skipped" in many.stderr
+    written = read_json(str(output))
+    assert written["weights"] == "none" and len(written["captions"]) == 3
+    assert written["captions"][str(folder / names[0])] == one.stdout.strip()
+
+
+@pytest.mark.parametrize("content", [None, b"", b"plain text, not an image", "truncated"])
+def test_predict_bad_image_is_one_line_and_nonzero(trained_run, tmp_path, content):
+    path = tmp_path / "bad.jpg"
+    if content == "truncated":
+        source = os.path.join(trained_run.data_dir, "Flicker8k_Dataset", sorted(os.listdir(
+            os.path.join(trained_run.data_dir, "Flicker8k_Dataset")))[0])
+        path.write_bytes(open(source, "rb").read()[:400])
+    elif content is not None:
+        path.write_bytes(content)
+    result = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", str(path))
+    assert result.returncode != 0 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(path) in errors[0]
+
+
+def test_predict_computes_the_features_preprocess_stored(trained_run):
+    from captioner import Captioner
+
+    captioner = Captioner(trained_run.run_dir)
+    features, rows = open_features(trained_run.run_dir, captioner.metadata)
+    name = sorted(rows)[0]
+    _, computed, errors = captioner.image_features([os.path.join(trained_run.data_dir, "Flicker8k_Dataset", name)])
+    assert not errors
+    np.testing.assert_allclose(computed[0], features[rows[name]], rtol=1e-4, atol=1e-5)
+
+
+def test_predict_without_a_trained_model_says_what_to_run(tmp_path):
+    result = run_cli("predict.py", "--run_dir", str(tmp_path), "--image_path", "x.jpg")
+    assert result.returncode == 2 and "run preprocess.py" in result.stderr
+
+
+def test_evaluate_scores_and_writes_json(trained_run, tmp_path):
+    result = run_cli("evaluate.py", "--run_dir", trained_run.run_dir, "--split", "dev")
+    assert result.returncode == 0, result.stderr
+    assert "no <start>/<end> tokens" in result.stdout and "BLEU-4" in result.stdout
+    report = read_json(trained_run.run_dir, "evaluation_dev.json")
+    assert report["images_scored"] == 3 and report["images_missing"] == 0
+    assert set(report["scores"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"}
+    assert all(0.0 <= value <= 1.0 for value in report["scores"].values())
+    for entry in report["captions"].values():
+        assert len(entry["references"]) == 5 and "<end>" not in entry["generated"]
+
+
+def test_evaluate_counts_images_missing_on_disk(tiny_dataset, tmp_path):
+    test_names = open(os.path.join(tiny_dataset, "Flickr8k_text", "Flickr_8k.testImages.txt")).read().split()
+    os.remove(os.path.join(tiny_dataset, "Flicker8k_Dataset", test_names[0]))
+    config = tiny_config(tiny_dataset, str(tmp_path / "run"))
+    train(config)  # preprocess runs first, since the run folder is empty
+    result = run_cli("evaluate.py", "--run_dir", config.run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "missing 1 of 3 test images: missing file" in result.stderr
+    assert read_json(config.run_dir, "evaluation_test.json")["images_scored"] == 2
