@@ -97,7 +97,7 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
 PREPROCESS_FLAGS = ("data_dir", "run_dir", "encoder", "weights", "limit", "min_word_count",
                     "max_caption_words", "extract_batch_size", "split_seed", "encoder_seed")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("embedding_dim", "units", "dropout", "epochs", "batch_size",
-                                  "learning_rate", "seed", "resume", "max_decode_length", "decode_batch_size")
+                                  "learning_rate", "seed", "resume")
 
 
 def run_script(main, *args) -> None:

@@ -198,6 +198,9 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     def to_model_inputs(rows, tokens):
         image_features = tf.numpy_function(gather, [rows], tf.float32)
         image_features.set_shape([None, feature_dim])
+        # Cut the padding that no caption of this batch needs: most captions are far shorter than the longest.
+        longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1))
+        tokens = tokens[:, :longest]
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         weights = tf.cast(tf.not_equal(targets, 0), tf.float32)
         return {"image_features": image_features, "caption_tokens": inputs}, targets, weights

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment, then runs the whole pipeline on the bundled sample:
+# preprocess + train (train.py runs preprocess itself), evaluate on the test split, caption one image.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python train.py
+.venv/bin/python evaluate.py --split test
+.venv/bin/python predict.py --image_path data/sample/Flicker8k_Dataset/shapes_0399.jpg
