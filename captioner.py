@@ -11,13 +11,13 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from decoding import GreedyDecoder
+from decoding import CaptionDecoder
 from encoders import ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches
 from vocabulary import Vocabulary
 
 
 class Captioner:
-    def __init__(self, run_dir: str, max_decode_length: int = 0):
+    def __init__(self, run_dir: str, max_decode_length: int = 0, beam_size: int = 1, length_penalty: float = 0.0):
         import keras
 
         model_path = os.path.join(run_dir, "model.keras")
@@ -31,14 +31,22 @@ class Captioner:
         self.vocabulary = Vocabulary.load(os.path.join(run_dir, "vocabulary.json"))
         self.model = keras.models.load_model(model_path, compile=False)
         self.max_length = max_decode_length or self.metadata["max_caption_length"]
-        self.decoder = GreedyDecoder(self.model, self.max_length)
+        self.decoder = CaptionDecoder(self.model, self.max_length)
+        if beam_size < 1:
+            raise ValueError(f"--beam_size must be at least 1, got {beam_size}")
+        self.beam_size, self.length_penalty = beam_size, length_penalty
         self._encoder = None
 
     def describe(self) -> str:
         return f"encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
 
     def caption_features(self, image_features: np.ndarray, batch_size: int = 256) -> List[str]:
-        return self.decoder.captions(image_features, self.vocabulary, batch_size)
+        return self.decoder.captions(image_features, self.vocabulary, self.beam_size, self.length_penalty, batch_size)
+
+    def decoding(self) -> str:
+        if self.beam_size == 1:
+            return "greedy"
+        return f"beam {self.beam_size}, length penalty {self.length_penalty}"
 
     def encoder(self):
         """The encoder recorded in the metadata, with the same weights (and seed, when untrained)."""

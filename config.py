@@ -47,10 +47,13 @@ class Config:
     learning_rate: float = _option(1e-3, "Adam learning rate")
     seed: int = _option(42, "seed for weight initialisation and shuffling")
     resume: bool = _option(False, "continue from the last finished epoch, optimizer state included")
+    patience: int = _option(0, "stop after this many epochs without a better dev loss (0 = never stop early)")
 
     # Captioning.
     max_decode_length: int = _option(0, "longest generated caption in words (0 = the training maximum)")
     decode_batch_size: int = _option(256, "images decoded together")
+    beam_size: int = _option(1, "beam width; 1 means greedy decoding")
+    length_penalty: float = _option(0.0, "beam search ranks captions by log-probability / length ** this (0 = raw)")
     split: str = _option("test", "split to evaluate", choices=("train", "dev", "test"))
     image_path: list = _option(None, "image file(s) or a folder of images", nargs="+")
     output: str = _option("", "also write the captions to this JSON file")
@@ -97,7 +100,7 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
 PREPROCESS_FLAGS = ("data_dir", "run_dir", "encoder", "weights", "limit", "min_word_count",
                     "max_caption_words", "extract_batch_size", "split_seed", "encoder_seed")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("embedding_dim", "units", "dropout", "epochs", "batch_size",
-                                  "learning_rate", "seed", "resume")
+                                  "learning_rate", "seed", "resume", "patience")
 
 
 def run_script(main, *args) -> None:

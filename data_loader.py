@@ -208,4 +208,10 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     dataset = tf.data.Dataset.from_tensor_slices((feature_rows, caption_tokens))
     if shuffle:
         dataset = dataset.shuffle(len(feature_rows), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # Batches of captions of similar length: the LSTM then runs few steps over padding.
+    longest = caption_tokens.shape[1]
+    boundaries = list(range(6, longest, 2))
+    dataset = dataset.bucket_by_sequence_length(
+        lambda rows, tokens: tf.reduce_sum(tf.cast(tokens != 0, tf.int32)),
+        bucket_boundaries=boundaries, bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
+    return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

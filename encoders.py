@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -143,31 +142,44 @@ def build_encoder(encoder: str, weights: str, seed: int = 7):
     return encoder_model
 
 
-def load_batches(paths: Sequence[str], size: int, batch_size: int,
-                 workers: int = 4) -> Iterator[Tuple[List[int], np.ndarray, List[Tuple[int, Exception]], List[Tuple[int, str]]]]:
-    """Yields (indices, pixels, failures, conversions) batch by batch, decoding images in threads."""
-    def safe_load(index_path):
-        index, path = index_path
-        try:
-            pixels, conversion = load_image(path, size)
-            return index, pixels, conversion, None
-        except ImageError as error:
-            return index, None, None, error
+def load_batches(paths: Sequence[str], size: int, batch_size: int) -> Iterator[
+        Tuple[List[int], np.ndarray, List[Tuple[int, ImageError]], List[Tuple[int, str]]]]:
+    """Yields (indices, pixels, failures, conversions) batch by batch, in order.
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), batch_size):
-            chunk = list(enumerate(paths[start:start + batch_size], start=start))
-            indices, images, failures, conversions = [], [], [], []
-            for index, pixels, conversion, error in pool.map(safe_load, chunk):
-                if error is not None:
-                    failures.append((index, error))
-                    continue
-                indices.append(index)
-                images.append(pixels)
-                if conversion:
-                    conversions.append((index, conversion))
-            stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.float32)
-            yield indices, stacked, failures, conversions
+    A tf.data pipeline reads and decodes images in parallel and keeps batches ready ahead
+    (prefetch), so the encoder does not wait for JPEG decoding. Decoding stays with `load_image`
+    (PIL), the one path both preprocess.py and predict.py use.
+    """
+    import tensorflow as tf
+
+    failures: Dict[int, ImageError] = {}
+    conversions: Dict[int, str] = {}
+
+    def load(index):
+        index = int(index)
+        try:
+            pixels, conversion = load_image(paths[index], size)
+            if conversion:
+                conversions[index] = conversion
+            return pixels, True
+        except ImageError as error:
+            failures[index] = error
+            return np.zeros((size, size, 3), np.float32), False
+
+    def load_in_graph(index):
+        pixels, ok = tf.numpy_function(load, [index], [tf.float32, tf.bool], stateful=False)
+        pixels.set_shape([size, size, 3])
+        return index, pixels, ok
+
+    pipeline = (tf.data.Dataset.range(len(paths))
+                .map(load_in_graph, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .batch(batch_size)
+                .prefetch(2))
+    for indices, pixels, ok in pipeline.as_numpy_iterator():
+        indices = [int(i) for i in indices]
+        yield ([i for i, good in zip(indices, ok) if good], pixels[ok],
+               [(i, failures.pop(i)) for i in indices if i in failures],
+               [(i, conversions.pop(i)) for i in indices if i in conversions])
 
 
 def encode_pixels(encoder_model, pixels: np.ndarray) -> np.ndarray:

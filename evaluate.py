@@ -21,13 +21,13 @@ from feature_store import open_features  # noqa: E402
 from metrics import PROTOCOL, bleu_scores, most_common_caption  # noqa: E402
 from preprocess import write_json  # noqa: E402
 
-EVALUATE_FLAGS = ("data_dir", "run_dir", "split", "max_decode_length", "decode_batch_size")
+EVALUATE_FLAGS = ("data_dir", "run_dir", "split", "max_decode_length", "decode_batch_size", "beam_size", "length_penalty")
 
 
 def evaluate(config: Config) -> dict:
     run_dir = config.resolved_run_dir()
-    captioner = Captioner(run_dir, config.max_decode_length)
-    print(f"run {run_dir}: {captioner.describe()}")
+    captioner = Captioner(run_dir, config.max_decode_length, config.beam_size, config.length_penalty)
+    print(f"run {run_dir}: {captioner.describe()}; decoding: {captioner.decoding()}")
     warn_if_untrained(captioner)
     with open(os.path.join(run_dir, "captions.json"), encoding="utf-8") as handle:
         references = json.load(handle)
@@ -55,12 +55,12 @@ def evaluate(config: Config) -> dict:
     print(f"protocol: {PROTOCOL}")
     print(f"{config.split}: {len(scored)} images scored, {len(missing)} missing")
     print(f"{'':22s}" + "".join(f"{name:>9s}" for name in scores))
-    print(f"{'model (greedy)':22s}" + "".join(f"{value:9.4f}" for value in scores.values()))
+    print(f"{'model (' + captioner.decoding().split(',')[0] + ')':22s}" + "".join(f"{value:9.4f}" for value in scores.values()))
     print(f"{'caption prior':22s}" + "".join(f"{value:9.4f}" for value in baseline.values()))
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")
     result = {
         "split": config.split, "run_dir": run_dir, "encoder": captioner.metadata["encoder"],
-        "weights": captioner.metadata["weights"], "decoding": "greedy", "protocol": PROTOCOL,
+        "weights": captioner.metadata["weights"], "decoding": captioner.decoding(), "protocol": PROTOCOL,
         "images_scored": len(scored), "images_missing": len(missing), "scores": scores,
         "caption_prior": {"caption": prior, "scores": baseline},
         "captions": {name: {"generated": caption, "references": refs}

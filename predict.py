@@ -19,7 +19,7 @@ quiet_tensorflow()
 from captioner import Captioner, warn_if_untrained  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "output")
+PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "output")
 
 
 def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:
@@ -41,7 +41,7 @@ def predict(config: Config) -> dict:
     paths, any_folder = expand_paths(config.image_path)
     if not paths:
         raise ValueError(f"--image_path {' '.join(config.image_path)}: no image files found")
-    captioner = Captioner(config.resolved_run_dir(), config.max_decode_length)
+    captioner = Captioner(config.resolved_run_dir(), config.max_decode_length, config.beam_size, config.length_penalty)
     warn_if_untrained(captioner)
     captions, errors = captioner.caption_files(paths, config.decode_batch_size)
     for error in errors:

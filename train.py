@@ -31,25 +31,30 @@ BEST_MODEL, LAST_MODEL, STATE, HISTORY = "model.keras", "last_epoch.keras", "tra
 class EpochBookkeeping(keras.callbacks.Callback):
     """After each epoch: saves the resumable checkpoint, keeps the best model, prints one line."""
 
-    def __init__(self, run_dir: str, epochs: int, monitor: str, best: float):
+    def __init__(self, run_dir: str, epochs: int, monitor: str, best: float, best_epoch: int, patience: int):
         super().__init__()
-        self.run_dir, self.epochs, self.monitor, self.best = run_dir, epochs, monitor, best
+        self.run_dir, self.epochs, self.monitor = run_dir, epochs, monitor
+        self.best, self.best_epoch, self.patience = best, best_epoch, patience
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         value = logs.get(self.monitor, math.inf)
         improved = value < self.best
         if improved:
-            self.best = value
+            self.best, self.best_epoch = value, epoch + 1
             self.model.save(os.path.join(self.run_dir, BEST_MODEL))
         # The checkpoint first, then the state that points at it: a crash between the two
         # only repeats one epoch.
         self.model.save(os.path.join(self.run_dir, LAST_MODEL))
         write_json(os.path.join(self.run_dir, STATE),
-                   {"epochs_done": epoch + 1, "monitor": self.monitor, "best": self.best})
+                   {"epochs_done": epoch + 1, "monitor": self.monitor, "best": self.best,
+                    "best_epoch": self.best_epoch})
         shown = "  ".join(f"{key} {value:.4f}" for key, value in logs.items() if key != "learning_rate")
         print(f"epoch {epoch + 1}/{self.epochs}  {shown}" + ("  (best so far: saved)" if improved else ""),
               flush=True)
+        if self.patience and epoch + 1 - self.best_epoch >= self.patience:
+            print(f"stopping early: no better {self.monitor} for {self.patience} epochs (best at epoch {self.best_epoch})")
+            self.model.stop_training = True
 
 
 def load_run(run_dir: str):
@@ -87,11 +92,11 @@ def train(config: Config) -> dict:
               file=sys.stderr)
 
     state_path, last_path = os.path.join(run_dir, STATE), os.path.join(run_dir, LAST_MODEL)
-    initial_epoch, best = 0, math.inf
+    initial_epoch, best, best_epoch = 0, math.inf, 0
     if config.resume and os.path.exists(state_path) and os.path.exists(last_path):
         with open(state_path, encoding="utf-8") as handle:
             state = json.load(handle)
-        initial_epoch, best = state["epochs_done"], state["best"]
+        initial_epoch, best, best_epoch = state["epochs_done"], state["best"], state.get("best_epoch", 0)
         model = keras.models.load_model(last_path)
         print(f"resuming after epoch {initial_epoch} (best {state['monitor']} {best:.4f})")
     else:
@@ -99,6 +104,9 @@ def train(config: Config) -> dict:
             print("nothing to resume in this run folder: starting from scratch", file=sys.stderr)
         model = build_merge_model(config, len(vocabulary), metadata["feature_dim"])
         compile_model(model, config.learning_rate)
+    if config.patience and initial_epoch - best_epoch >= config.patience:
+        print(f"stopped early before (best at epoch {best_epoch}, patience {config.patience}): nothing to do")
+        return {"epochs_done": initial_epoch, "best": best, "best_epoch": best_epoch}
     if initial_epoch >= config.epochs:
         print(f"already trained for {initial_epoch} epochs (asked for {config.epochs}): nothing to do")
         return {"epochs_done": initial_epoch, "best": best}
@@ -108,7 +116,7 @@ def train(config: Config) -> dict:
     model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs, initial_epoch=initial_epoch,
               verbose=1 if sys.stdout.isatty() else 2,
               callbacks=[keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY), append=initial_epoch > 0),
-                         EpochBookkeeping(run_dir, config.epochs, monitor, best)])
+                         EpochBookkeeping(run_dir, config.epochs, monitor, best, best_epoch, config.patience)])
     with open(state_path, encoding="utf-8") as handle:
         state = json.load(handle)
     print(f"best {state['monitor']} {state['best']:.4f}; model saved as {os.path.join(run_dir, BEST_MODEL)}")

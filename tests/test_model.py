@@ -1,10 +1,13 @@
 """The merge decoder: teacher forcing computes what the prefix formulation computes, and the
 batched decoder picks what a per-word model.predict loop picks."""
+import os
+import sys
+
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from decoding import GreedyDecoder
+from conftest import PROJECT, tiny_config
+from decoding import CaptionDecoder
 from model import build_merge_model
 from vocabulary import END_ID, PAD_ID, START_ID
 
@@ -43,26 +46,54 @@ def test_teacher_forcing_equals_prefix_formulation(model):
         np.testing.assert_allclose(whole[row, :real], alone, atol=1e-5)
 
 
-def per_word_loop(model, image_features, max_length):
-    """Greedy decoding as the tutorials write it: one model.predict per word, whole prefix each time."""
-    tokens = [START_ID]
-    for _ in range(max_length + 1):
-        probabilities = np.array(model([image_features[None], np.array([tokens], np.int32)], training=False))[0, -1]
-        probabilities[[PAD_ID, START_ID]] = -1
-        tokens.append(int(np.argmax(probabilities)))
-        if tokens[-1] == END_ID:
-            break
-    return tokens[1:]
-
-
 def test_batched_greedy_equals_per_word_loop(model):
+    sys.path.insert(0, os.path.join(PROJECT, "benchmarks"))
+    from tutorial_baselines import greedy_per_word
+
     # Bias the output layer so that some captions end early and others run to the maximum length.
     rng = np.random.default_rng(2)
     features = rng.normal(scale=3.0, size=(6, FEATURES)).astype(np.float32)
-    decoder = GreedyDecoder(model, max_length=6)
-    batched = decoder.token_ids(features, batch_size=4)
+    decoder = CaptionDecoder(model, max_length=6)
+    batched = decoder.greedy(features, batch_size=4)
     for row in range(6):
-        expected = per_word_loop(model, features[row], 6)
+        expected = greedy_per_word(call_model(model), features[row], 6)
         got = [int(t) for t in batched[row]][:len(expected)]
         assert got == expected
         assert all(t == PAD_ID for t in batched[row][len(expected):])
+
+
+def call_model(model):
+    return lambda inputs: model(inputs, training=False)
+
+
+def test_beam_search_equals_the_per_beam_loop_and_greedy_at_beam_one(model):
+    sys.path.insert(0, os.path.join(PROJECT, "benchmarks"))
+    from tutorial_baselines import beam_per_word, greedy_per_word
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(scale=3.0, size=(5, FEATURES)).astype(np.float32)
+    decoder = CaptionDecoder(model, max_length=5)
+    greedy = decoder.greedy(features)
+    at_one = decoder.beam_search(features, beam_size=1)
+    batched = decoder.beam_search(features, beam_size=3)
+    for row in range(5):
+        assert at_one[row][0].token_ids == [int(t) for t in greedy[row] if t != PAD_ID]
+        expected = beam_per_word(call_model(model), features[row], 5, 3)
+        assert [h.token_ids for h in batched[row]] == [tokens for tokens, _ in expected]
+        np.testing.assert_allclose([h.log_probability for h in batched[row]], [s for _, s in expected], rtol=1e-4)
+        assert all(0 < len(h.token_ids) <= 6 and h.token_ids[0] != END_ID for h in batched[row])
+
+
+def test_beam_larger_than_vocabulary_and_length_penalty(model):
+    features = np.random.default_rng(4).normal(size=(2, FEATURES)).astype(np.float32)
+    decoder = CaptionDecoder(model, max_length=4)
+    wide = decoder.beam_search(features, beam_size=500)
+    assert all(1 <= len(beams) <= VOCABULARY - 3 for beams in wide)
+    assert all(np.isfinite(h.score) and h.token_ids for beams in wide for h in beams)
+    normalised = decoder.beam_search(features, beam_size=3, length_penalty=1.0)
+    for beams in normalised:
+        assert [h.score for h in beams] == sorted((h.score for h in beams), reverse=True)
+        for h in beams:
+            assert h.score == pytest.approx(h.log_probability / len(h.token_ids))
+    with pytest.raises(ValueError, match="at least 1"):
+        decoder.beam_search(features, beam_size=0)

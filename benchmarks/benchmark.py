@@ -1,0 +1,234 @@
+"""Side-by-side speed and memory of this pipeline against the tutorials' usual approach.
+
+    python benchmarks/benchmark.py                 # all three stages
+    python benchmarks/benchmark.py --stages decode # one stage
+
+Both sides run in this process (or in child processes of it, for peak memory), on the same images,
+captions, features and weights. Prints one table per stage; BENCHMARKS.md holds the latest output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROJECT = os.path.dirname(HERE)
+sys.path.insert(0, PROJECT)
+sys.path.insert(0, HERE)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(PROJECT), "shared")
+SHARED_IMAGES = os.path.join(SHARED, "data", "flickr8k", "Flicker8k_Dataset")
+SHARED_DATA = os.path.join(SHARED, "data", "flickr8k")
+MOBILENET_NOTOP = os.path.join(SHARED, "weights", "mobilenet_v2_1.0_224_from_coral_ptq_notop.weights.h5")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - start, result
+
+
+def row(label: str, items: int, seconds: float, unit: str, reference: float | None = None, rss: float | None = None):
+    rate = items / seconds
+    ratio = f"{rate / reference:8.1f}x" if reference else " " * 9
+    memory = f"{rss:9.0f}" if rss is not None else " " * 9
+    print(f"  {label:52s} {items:7d} {unit:9s} {seconds:8.2f}s {rate:10.1f}/s {ratio} {memory}", flush=True)
+    return rate
+
+
+def header(title: str):
+    print(f"\n## {title}\n  {'':52s} {'items':>7s} {'':9s} {'time':>9s} {'throughput':>12s} {'ratio':>9s} {'RSS MB':>9s}")
+
+
+# ---------------------------------------------------------------- extraction
+def bench_extraction(image_count: int, loop_counts: dict):
+    from encoders import ENCODERS, build_encoder, encode_pixels, load_batches, load_image
+    from tutorial_baselines import extract_per_image
+
+    folder = SHARED_IMAGES if os.path.isdir(SHARED_IMAGES) else os.path.join(PROJECT, "data", "sample", "Flicker8k_Dataset")
+    paths = [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:image_count]]
+    header(f"Feature extraction: {len(paths)} images from {folder}, batches of 32")
+    for encoder, weights in (("mobilenet_v2", MOBILENET_NOTOP if os.path.exists(MOBILENET_NOTOP) else "none"),
+                             ("vgg16", "none")):
+        model = build_encoder(encoder, weights)
+        size = ENCODERS[encoder].input_size
+        pixels = np.stack([load_image(path, size)[0] for path in paths])
+        encode_pixels(model, pixels[:32])  # warm-up: graph building is not throughput
+        extract_per_image(model, paths[:2], size)
+        weights_note = "ImageNet weights" if weights != "none" else "untrained; speed does not depend on weights"
+        print(f"  {encoder} ({weights_note})")
+        seconds, _ = timed(lambda: [encode_pixels(model, pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+        in_memory = row("  encoder alone, tensors already in memory", len(paths), seconds, "images")
+        seconds, _ = timed(lambda: [encode_pixels(model, batch) for _, batch, _, _ in load_batches(paths, size, 32)])
+        ours = len(paths) / seconds
+        loop_paths = paths[:loop_counts[encoder]]
+        loop_seconds, _ = timed(extract_per_image, model, loop_paths, size)
+        loop = len(loop_paths) / loop_seconds
+        row("  per-image loop (load_img + predict)", len(loop_paths), loop_seconds, "images")
+        row("  ours: tf.data pipeline + batched encoder", len(paths), seconds, "images", loop)
+        print(f"  {'    ours / encoder alone':52s} {100 * ours / in_memory:.0f}%")
+
+
+# ---------------------------------------------------------------- training
+def training_data(image_count: int, feature_dim: int, captions_per_image: int = 5, seed: int = 0):
+    """Real Flickr8k training captions where available (else the bundled sample's), synthetic features."""
+    from data_loader import load_dataset
+    from vocabulary import Vocabulary
+
+    source = SHARED_DATA if os.path.isdir(SHARED_DATA) else os.path.join(PROJECT, "data", "sample")
+    dataset = load_dataset(source)
+    captions = [c for name in dataset.splits["train"] for c in dataset.captions[name][:captions_per_image]]
+    vocabulary = Vocabulary.build(captions, 5)
+    length = min(max(len(c.split()) for c in captions), 40)
+    rng = np.random.default_rng(seed)
+    picked = [captions[i % len(captions)] for i in range(image_count * captions_per_image)]
+    tokens = np.stack([vocabulary.encode(c, length) for c in picked])
+    rows = np.repeat(np.arange(image_count), captions_per_image)
+    return rng, vocabulary, length, rows, tokens
+
+
+def child_train_ours(image_count: int, feature_dim: int, features_path: str) -> dict:
+    import keras
+    from config import Config
+    from data_loader import caption_batches
+    from model import build_merge_model, compile_model
+
+    rng, vocabulary, length, rows, tokens = training_data(image_count, feature_dim)
+    features = np.memmap(features_path, np.float32, "r", shape=(image_count, feature_dim))
+    config = Config()
+    keras.utils.set_random_seed(0)
+    model = build_merge_model(config, len(vocabulary), feature_dim)
+    compile_model(model, config.learning_rate)
+    batches = caption_batches(features, rows, tokens, config.batch_size, True, 0)
+    model.fit(batches.take(3), epochs=1, verbose=0)  # warm-up: tracing and graph building
+    seconds, _ = timed(model.fit, batches, None, None, 1, 0)
+    return {"captions": len(rows), "seconds": seconds, "rss_mb": peak_rss_mb()}
+
+
+def child_train_prefix(image_count: int, feature_dim: int, features_path: str) -> dict:
+    import keras
+    from config import Config
+    from tutorial_baselines import build_prefix_model, prefix_expansion
+
+    rng, vocabulary, length, rows, tokens = training_data(image_count, feature_dim)
+    features = np.asarray(np.memmap(features_path, np.float32, "r", shape=(image_count, feature_dim)))
+    config = Config()
+    images, prefixes, targets = prefix_expansion(features, rows, tokens, len(vocabulary))
+    keras.utils.set_random_seed(0)
+    model = build_prefix_model(config.units, config.embedding_dim, config.dropout, len(vocabulary), feature_dim,
+                               prefixes.shape[1])
+    model.fit([images[:96], prefixes[:96]], targets[:96], batch_size=config.batch_size, epochs=1, verbose=0)
+    seconds, _ = timed(lambda: model.fit([images, prefixes], targets, batch_size=config.batch_size, epochs=1, verbose=0))
+    return {"captions": len(rows), "samples": len(prefixes), "seconds": seconds, "rss_mb": peak_rss_mb(),
+            "data_mb": (images.nbytes + prefixes.nbytes + targets.nbytes) / 2**20}
+
+
+def run_child(kind: str, image_count: int, feature_dim: int, features_path: str) -> dict:
+    output = subprocess.run([sys.executable, __file__, "--child", kind, "--images", str(image_count),
+                             "--feature_dim", str(feature_dim), "--features", features_path],
+                            capture_output=True, text=True, check=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def bench_training(scales: list, prefix_scales: list, feature_dim: int, work_dir: str):
+    largest = max(scales + prefix_scales)
+    features_path = os.path.join(work_dir, "synthetic_features.f32")
+    np.random.default_rng(1).standard_normal((largest, feature_dim), dtype=np.float32).tofile(features_path)
+    header(f"Training, one epoch, batch 32, merge model, real Flickr8k captions, synthetic {feature_dim}-d features "
+           f"(each run a child process; RSS = its peak)")
+    prefix_rate = None
+    for images in prefix_scales:
+        result = run_child("prefix", images, feature_dim, features_path)
+        prefix_rate = row(f"prefix expansion ({result['samples']} samples, {result['data_mb']:.0f} MB of arrays)",
+                          result["captions"], result["seconds"], "captions", rss=result["rss_mb"])
+    for images in scales:
+        result = run_child("ours", images, feature_dim, features_path)
+        row(f"ours: teacher forcing over whole captions ({images} images)", result["captions"], result["seconds"],
+            "captions", prefix_rate, result["rss_mb"])
+
+
+# ---------------------------------------------------------------- decoding
+def bench_decoding(images: int, loop_images: int, beam_loop_images: int, vocabulary_size: int, max_length: int):
+    import keras
+    from config import Config
+    from decoding import CaptionDecoder
+    from encoders import build_encoder, encode_pixels, load_image
+    from model import build_merge_model
+    from tutorial_baselines import beam_per_word, greedy_per_word, predict_with
+
+    keras.utils.set_random_seed(0)
+    model = build_merge_model(Config(), vocabulary_size, 1280)
+    features = np.random.default_rng(2).standard_normal((images, 1280), dtype=np.float32)
+    decoder = CaptionDecoder(model, max_length)
+    decoder.greedy(features[:8])
+    decoder.beam_search(features[:8], 3)
+    predict = predict_with(model)
+    greedy_per_word(predict, features[0], 2)
+    header(f"Decoding: merge model (vocabulary {vocabulary_size}, untrained: every caption runs to "
+           f"{max_length} words plus <end>, on both sides), 1280-d features")
+    seconds, loop_tokens = timed(lambda: [greedy_per_word(predict, f, max_length) for f in features[:loop_images]])
+    loop = row("greedy, per-word model.predict loop", loop_images, seconds, "images")
+    seconds, batched = timed(decoder.greedy, features)
+    row("greedy, ours: batched, compiled, LSTM state carried", images, seconds, "images", loop)
+    same = all([int(t) for t in batched[i][:len(loop_tokens[i])]] == loop_tokens[i] for i in range(loop_images))
+    print(f"  {'    same captions as the loop on the images both decoded':52s} {same}")
+    seconds, _ = timed(lambda: [beam_per_word(predict, f, max_length, 3) for f in features[:beam_loop_images]])
+    loop = row("beam 3, per-word per-beam model.predict loop", beam_loop_images, seconds, "images")
+    seconds, _ = timed(decoder.beam_search, features, 3)
+    row("beam 3, ours: batched, compiled", images, seconds, "images", loop)
+
+    weights = MOBILENET_NOTOP if os.path.exists(MOBILENET_NOTOP) else "none"
+    encoder = build_encoder("mobilenet_v2", weights)
+    folder = SHARED_IMAGES if os.path.isdir(SHARED_IMAGES) else os.path.join(PROJECT, "data", "sample", "Flicker8k_Dataset")
+    path = os.path.join(folder, sorted(os.listdir(folder))[0])
+    encode_pixels(encoder, load_image(path, 224)[0][None])
+    repeats = 10
+    encode_seconds, one = timed(lambda: [encode_pixels(encoder, load_image(path, 224)[0][None]) for _ in range(repeats)])
+    one = np.random.default_rng(3).standard_normal((1, 1280), dtype=np.float32)
+    decoder.greedy(one)
+    greedy_seconds, _ = timed(lambda: [decoder.greedy(one) for _ in range(repeats)])
+    beam_seconds, _ = timed(lambda: [decoder.beam_search(one, 3) for _ in range(repeats)])
+    print(f"  one image in predict.py, after loading (mean of {repeats}): load + encode {1000 * encode_seconds / repeats:.0f} ms, "
+          f"greedy decode {1000 * greedy_seconds / repeats:.0f} ms, beam-3 decode {1000 * beam_seconds / repeats:.0f} ms")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", nargs="+", default=["extract", "train", "decode"])
+    parser.add_argument("--work_dir", default="/tmp/caption_benchmark")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--feature_dim", type=int, default=4096, help=argparse.SUPPRESS)
+    parser.add_argument("--features", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        child = child_train_ours if arguments.child == "ours" else child_train_prefix
+        print(json.dumps(child(arguments.images, arguments.feature_dim, arguments.features)))
+        return
+    os.makedirs(arguments.work_dir, exist_ok=True)
+    import tensorflow as tf
+    print(f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, TensorFlow {tf.__version__}")
+    print(f"# command: python benchmarks/benchmark.py --stages {' '.join(arguments.stages)}")
+    if "extract" in arguments.stages:
+        bench_extraction(256, {"mobilenet_v2": 64, "vgg16": 16})
+    if "train" in arguments.stages:
+        bench_training([375, 1500, 6000], [100, 400], 4096, arguments.work_dir)
+    if "decode" in arguments.stages:
+        bench_decoding(1000, 5, 2, 2000, 16)
+
+
+if __name__ == "__main__":
+    main()
