@@ -55,7 +55,8 @@ class Captioner:
                                           self.metadata["encoder_seed"])
         return self._encoder
 
-    def image_features(self, paths: Sequence[str], batch_size: int = 32) -> Tuple[List[str], np.ndarray, List[ImageError]]:
+    def image_features(self, paths: Sequence[str],
+                       batch_size: int = 32) -> Tuple[List[str], np.ndarray, List[ImageError]]:
         """Features of the readable images among `paths`: (readable paths, features, errors)."""
         size = ENCODERS[self.metadata["encoder"]].input_size
         kept, vectors, errors = [], [], []

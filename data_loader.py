@@ -132,7 +132,8 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0) -> Datas
         cleaned = [clean_caption(text) for text in texts]
         kept = [caption for caption in cleaned if caption]
         if len(kept) < len(cleaned):
-            skipped["caption empty after cleaning"] = skipped.get("caption empty after cleaning", 0) + len(cleaned) - len(kept)
+            reason = "caption empty after cleaning"
+            skipped[reason] = skipped.get(reason, 0) + len(cleaned) - len(kept)
         if kept:
             captions[image] = kept
 
@@ -208,10 +209,4 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     dataset = tf.data.Dataset.from_tensor_slices((feature_rows, caption_tokens))
     if shuffle:
         dataset = dataset.shuffle(len(feature_rows), seed=seed, reshuffle_each_iteration=True)
-    # Batches of captions of similar length: the LSTM then runs few steps over padding.
-    longest = caption_tokens.shape[1]
-    boundaries = list(range(6, longest, 2))
-    dataset = dataset.bucket_by_sequence_length(
-        lambda rows, tokens: tf.reduce_sum(tf.cast(tokens != 0, tf.int32)),
-        bucket_boundaries=boundaries, bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
-    return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

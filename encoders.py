@@ -167,7 +167,7 @@ def load_batches(paths: Sequence[str], size: int, batch_size: int) -> Iterator[
             return np.zeros((size, size, 3), np.float32), False
 
     def load_in_graph(index):
-        pixels, ok = tf.numpy_function(load, [index], [tf.float32, tf.bool], stateful=False)
+        pixels, ok = tf.numpy_function(load, [index], [tf.float32, tf.bool], stateful=True)
         pixels.set_shape([size, size, 3])
         return index, pixels, ok
 

@@ -4,7 +4,8 @@
 
 Captions every image of the split that has stored features (images missing on disk or unreadable
 are counted and reported), scores them against all references, and writes
-`evaluation_<split>.json` (captions and scores) into the run folder.
+`evaluation_<split>.json` (`evaluation_<split>_beam<K>.json` for beam search: captions and
+scores) into the run folder.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from feature_store import open_features  # noqa: E402
 from metrics import PROTOCOL, bleu_scores, most_common_caption  # noqa: E402
 from preprocess import write_json  # noqa: E402
 
-EVALUATE_FLAGS = ("data_dir", "run_dir", "split", "max_decode_length", "decode_batch_size", "beam_size", "length_penalty")
+EVALUATE_FLAGS = ("data_dir", "run_dir", "split", "max_decode_length", "decode_batch_size", "beam_size",
+                  "length_penalty")
 
 
 def evaluate(config: Config) -> dict:
@@ -55,7 +57,8 @@ def evaluate(config: Config) -> dict:
     print(f"protocol: {PROTOCOL}")
     print(f"{config.split}: {len(scored)} images scored, {len(missing)} missing")
     print(f"{'':22s}" + "".join(f"{name:>9s}" for name in scores))
-    print(f"{'model (' + captioner.decoding().split(',')[0] + ')':22s}" + "".join(f"{value:9.4f}" for value in scores.values()))
+    label = f"model ({captioner.decoding().split(',')[0]})"
+    print(f"{label:22s}" + "".join(f"{value:9.4f}" for value in scores.values()))
     print(f"{'caption prior':22s}" + "".join(f"{value:9.4f}" for value in baseline.values()))
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")
     result = {
@@ -67,7 +70,8 @@ def evaluate(config: Config) -> dict:
                      for name, caption, refs in zip(scored, generated, split_references)},
         "missing_images": missing,
     }
-    path = os.path.join(run_dir, f"evaluation_{config.split}.json")
+    suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
+    path = os.path.join(run_dir, f"evaluation_{config.split}{suffix}.json")
     write_json(path, result)
     print(f"wrote {path}")
     return result

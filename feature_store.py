@@ -1,8 +1,9 @@
 """An append-only, crash-safe store of image features keyed by image name.
 
 Two files: `<name>.bin`, raw float rows, memory-mapped for reading; `<name>.index`, one image name
-per line, row order, with an optional note after a tab (e.g. how the image had to be converted). A batch is written as rows first (flushed to disk), then names; on opening,
-rows beyond the last complete name are cut off. An interrupted extraction therefore loses at most
+per line, row order, with an optional note after a tab (e.g. how the image had to be converted).
+A batch is written as rows first (flushed to disk), then names; on opening, rows beyond the last
+complete name are cut off. An interrupted extraction therefore loses at most
 the batch in flight, and never leaves a row that a name points to half written.
 """
 from __future__ import annotations

@@ -19,7 +19,8 @@ quiet_tensorflow()
 from captioner import Captioner, warn_if_untrained  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "output")
+PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "beam_size",
+                 "length_penalty", "output")
 
 
 def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:

@@ -53,7 +53,8 @@ class EpochBookkeeping(keras.callbacks.Callback):
         print(f"epoch {epoch + 1}/{self.epochs}  {shown}" + ("  (best so far: saved)" if improved else ""),
               flush=True)
         if self.patience and epoch + 1 - self.best_epoch >= self.patience:
-            print(f"stopping early: no better {self.monitor} for {self.patience} epochs (best at epoch {self.best_epoch})")
+            print(f"stopping early: no better {self.monitor} for {self.patience} epochs "
+                  f"(best at epoch {self.best_epoch})")
             self.model.stop_training = True
 
 

@@ -219,12 +219,23 @@ def test_evaluate_scores_and_writes_json(trained_run, tmp_path):
         assert len(entry["references"]) == 5 and "<end>" not in entry["generated"]
 
 
-def test_evaluate_counts_images_missing_on_disk(tiny_dataset, tmp_path):
+def test_end_to_end_commands_with_a_test_image_missing(tiny_dataset, tmp_path):
+    """train.py (which runs preprocess first), predict.py and evaluate.py, as a user runs them."""
     test_names = open(os.path.join(tiny_dataset, "Flickr8k_text", "Flickr_8k.testImages.txt")).read().split()
     os.remove(os.path.join(tiny_dataset, "Flicker8k_Dataset", test_names[0]))
-    config = tiny_config(tiny_dataset, str(tmp_path / "run"))
-    train(config)  # preprocess runs first, since the run folder is empty
-    result = run_cli("evaluate.py", "--run_dir", config.run_dir)
-    assert result.returncode == 0, result.stderr
-    assert "missing 1 of 3 test images: missing file" in result.stderr
-    assert read_json(config.run_dir, "evaluation_test.json")["images_scored"] == 2
+    run_dir = str(tmp_path / "run")
+    common = ["--data_dir", tiny_dataset, "--run_dir", run_dir]
+    trained = run_cli("train.py", *common, "--encoder", "mobilenet_v2", "--weights", "none", "--epochs", "1",
+                      "--min_word_count", "1", "--units", "16", "--embedding_dim", "16")
+    assert trained.returncode == 0, trained.stderr
+    assert "running preprocess first" in trained.stdout and "epoch 1/1" in trained.stdout
+    assert os.path.exists(os.path.join(run_dir, "model.keras"))
+    image = os.path.join(tiny_dataset, "Flicker8k_Dataset", test_names[1])
+    predicted = run_cli("predict.py", *common, "--image_path", image, "--beam_size", "3")
+    assert predicted.returncode == 0 and predicted.stdout.strip(), predicted.stderr
+    evaluated = run_cli("evaluate.py", *common)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "missing 1 of 3 test images: missing file" in evaluated.stderr
+    report = read_json(run_dir, "evaluation_test.json")
+    assert report["images_scored"] == 2 and report["missing_images"] == [test_names[0]]
+    assert report["weights"] == "none"
