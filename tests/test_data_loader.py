@@ -101,3 +101,22 @@ def test_real_kaggle_file_uses_official_splits_when_present(tmp_path):
     os.symlink(os.path.join(SHARED_FLICKR, "Flickr8k_text"), kaggle / "Flickr8k_text")
     official = load_dataset(str(kaggle))
     assert official.split_source == "official split files" and len(official.splits["dev"]) == 1000
+
+
+def test_bundled_sample_is_what_its_script_writes(tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    from config import SAMPLE_DATA_DIR
+    from make_sample import make_sample
+
+    make_sample(str(tmp_path / "sample"))
+    for name in ("Flickr8k.token.txt", "Flickr_8k.trainImages.txt", "Flickr_8k.devImages.txt", "Flickr_8k.testImages.txt"):
+        shipped = open(os.path.join(SAMPLE_DATA_DIR, "Flickr8k_text", name)).read()
+        assert open(tmp_path / "sample" / "Flickr8k_text" / name).read() == shipped, name
+    images = sorted(os.listdir(os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset")))
+    assert images == sorted(os.listdir(tmp_path / "sample" / "Flicker8k_Dataset")) and len(images) == 400
+    for name in images[::50]:  # JPEG bytes may differ between Pillow versions; the pixels may not, much
+        shipped = np.asarray(Image.open(os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset", name)), np.int16)
+        regenerated = np.asarray(Image.open(tmp_path / "sample" / "Flicker8k_Dataset" / name), np.int16)
+        assert np.abs(shipped - regenerated).max() <= 8, name
