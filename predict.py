@@ -43,6 +43,7 @@ def predict(config: Config) -> dict:
     if not paths:
         raise ValueError(f"--image_path {' '.join(config.image_path)}: no image files found")
     captioner = Captioner(config.resolved_run_dir(), config.max_decode_length, config.beam_size, config.length_penalty)
+    print(f"{captioner.describe()}; decoding: {captioner.decoding()}", file=sys.stderr)
     warn_if_untrained(captioner)
     captions, errors = captioner.caption_files(paths, config.decode_batch_size)
     for error in errors:

@@ -159,7 +159,7 @@ def test_predict_one_file_several_files_and_a_folder(trained_run, tmp_path):
     one = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", os.path.join(images, names[0]))
     assert one.returncode == 0, one.stderr
     assert len(one.stdout.strip().splitlines()) == 1 and one.stdout.strip()
-    assert "UNTRAINED" in one.stderr
+    assert "UNTRAINED" in one.stderr and "encoder mobilenet_v2, weights none" in one.stderr
     folder = tmp_path / "folder"
     folder.mkdir()
     for name in names:
