@@ -5,7 +5,6 @@ Everything uses MobileNetV2 with `--weights none` (fast, no download) and a hand
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import pytest
@@ -54,8 +53,3 @@ def trained_run(tmp_path_factory) -> Config:
     preprocess(config)
     train(config)
     return config
-
-
-def copy_dataset(source: str, destination: str) -> str:
-    shutil.copytree(source, destination)
-    return destination
