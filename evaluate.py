@@ -57,7 +57,7 @@ def evaluate(config: Config) -> dict:
     print(f"protocol: {PROTOCOL}")
     print(f"{config.split}: {len(scored)} images scored, {len(missing)} missing")
     print(f"{'':22s}" + "".join(f"{name:>9s}" for name in scores))
-    label = f"model ({captioner.decoding().split(',')[0]})"
+    label = "model (greedy)" if config.beam_size == 1 else f"model (beam {config.beam_size})"
     print(f"{label:22s}" + "".join(f"{value:9.4f}" for value in scores.values()))
     print(f"{'caption prior':22s}" + "".join(f"{value:9.4f}" for value in baseline.values()))
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")
