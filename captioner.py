@@ -16,6 +16,11 @@ from encoders import ENCODERS, ImageError, build_encoder, describe_weights, enco
 from vocabulary import Vocabulary
 
 
+def check_top(top: int, beam_size: int) -> None:
+    if top > beam_size:
+        raise ValueError(f"--top {top} needs at least {top} beams: add --beam_size {top} (or more)")
+
+
 class Captioner:
     def __init__(self, run_dir: str, max_decode_length: int = 0, beam_size: int = 1, length_penalty: float = 0.0):
         import keras
@@ -40,8 +45,23 @@ class Captioner:
     def describe(self) -> str:
         return f"encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
 
-    def caption_features(self, image_features: np.ndarray, batch_size: int = 256) -> List[str]:
-        return self.decoder.captions(image_features, self.vocabulary, self.beam_size, self.length_penalty, batch_size)
+    def caption_features(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0) -> List[str]:
+        """The best caption of each image, with the run's beam width unless `beam_size` is given."""
+        return self.decoder.captions(image_features, self.vocabulary, beam_size or self.beam_size,
+                                     self.length_penalty, batch_size)
+
+    def top_captions(self, image_features: np.ndarray, top: int, batch_size: int = 256,
+                     beam_size: int = 0) -> List[List[Tuple[str, float]]]:
+        """The `top` best beams of each image as (caption, log-probability), best first.
+
+        `beam_size` overrides the run's beam width for this call (0: keep it).
+        """
+        beam_size = beam_size or self.beam_size
+        check_top(top, beam_size)
+        beams = self.decoder.beam_search(image_features, beam_size, self.length_penalty,
+                                         max(1, batch_size // beam_size))
+        return [[(self.vocabulary.decode(h.token_ids), h.log_probability) for h in image_beams[:top]]
+                for image_beams in beams]
 
     def decoding(self) -> str:
         if self.beam_size == 1:
@@ -68,8 +88,13 @@ class Captioner:
         dim = self.metadata["feature_dim"]
         return kept, (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), errors
 
-    def caption_files(self, paths: Sequence[str], batch_size: int = 256) -> Tuple[Dict[str, str], List[ImageError]]:
+    def caption_files(self, paths: Sequence[str], batch_size: int = 256,
+                      top: int = 1) -> Tuple[Dict[str, object], List[ImageError]]:
+        """Caption of each readable file (with `top` > 1: its best beams as (caption, log-probability))."""
+        check_top(top, self.beam_size)  # before any image is encoded
         kept, features, errors = self.image_features(paths)
+        if top > 1:
+            return dict(zip(kept, self.top_captions(features, top, batch_size))), errors
         return dict(zip(kept, self.caption_features(features, batch_size))), errors
 
 

@@ -44,17 +44,27 @@ class Config:
     # Training.
     epochs: int = _option(20, "training epochs")
     batch_size: int = _option(32, "captions per training batch")
+    length_window: int = _option(0, "sort shuffled captions by length within windows of this many batches, so "
+                                    "batches carry little padding (0 = plain shuffle)")
     learning_rate: float = _option(1e-3, "Adam learning rate")
     seed: int = _option(42, "seed for weight initialisation and shuffling")
     resume: bool = _option(False, "continue from the last finished epoch, optimizer state included")
-    patience: int = _option(0, "stop after this many epochs without a better dev loss (0 = never stop early)")
+    monitor: str = _option("cider", "what picks the kept model and drives --patience: dev CIDEr-D or BLEU-4 of "
+                           "greedy captions, or dev loss", choices=("cider", "bleu4", "val_loss"))
+    eval_every: int = _option(1, "caption the dev split and score it every N epochs (and after the last)")
+    patience: int = _option(0, "stop after this many epochs without a better --monitor value (0 = never stop early)")
 
     # Captioning.
     max_decode_length: int = _option(0, "longest generated caption in words (0 = the training maximum)")
     decode_batch_size: int = _option(256, "images decoded together")
     beam_size: int = _option(1, "beam width; 1 means greedy decoding")
     length_penalty: float = _option(0.0, "beam search ranks captions by log-probability / length ** this (0 = raw)")
+    top: int = _option(1, "show the N best captions of beam search with their log-probabilities")
     split: str = _option("test", "split to evaluate", choices=("train", "dev", "test"))
+    captions: str = _option("", "score this JSON file {image name: caption} from any system instead of the run's "
+                                "own captions (needs only the dataset's caption files)")
+    report: bool = _option(False, "also write report_<split>.html and report_<split>.png: images with the "
+                                  "generated caption, references and per-image scores, best and worst first")
     image_path: list = _option(None, "image file(s) or a folder of images", nargs="+")
     output: str = _option("", "also write the captions to this JSON file")
 
@@ -65,12 +75,16 @@ class Config:
         return os.path.join(PROJECT_DIR, "runs", name)
 
 
-def parse_config(field_names: Iterable[str], description: str, argv: list[str] | None = None) -> Config:
-    """Builds an argument parser for the named Config fields and returns the overridden Config."""
+def parse_config(field_names: Iterable[str], description: str, argv: list[str] | None = None,
+                 **script_defaults: Any) -> Config:
+    """Builds an argument parser for the named Config fields and returns the overridden Config.
+
+    `script_defaults` change a default for one script only (evaluate.py decodes with beam 3).
+    """
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fields = {f.name: f for f in dataclasses.fields(Config)}
-    defaults = Config()
+    defaults = dataclasses.replace(Config(), **script_defaults)
     for name in field_names:
         spec = fields[name]
         flag = "--" + name
@@ -99,8 +113,8 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
 
 PREPROCESS_FLAGS = ("data_dir", "run_dir", "encoder", "weights", "limit", "min_word_count",
                     "max_caption_words", "extract_batch_size", "split_seed", "encoder_seed")
-TRAIN_FLAGS = PREPROCESS_FLAGS + ("embedding_dim", "units", "dropout", "epochs", "batch_size",
-                                  "learning_rate", "seed", "resume", "patience")
+TRAIN_FLAGS = PREPROCESS_FLAGS + ("embedding_dim", "units", "dropout", "epochs", "batch_size", "length_window",
+                                  "learning_rate", "seed", "resume", "monitor", "eval_every", "patience")
 
 
 def run_script(main, *args) -> None:

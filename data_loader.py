@@ -109,16 +109,21 @@ def draw_split(image_names: List[str], seed: int) -> Dict[str, List[str]]:
     return {"train": names[:n_train], "dev": names[n_train:n_train + n_dev], "test": names[n_train + n_dev:]}
 
 
-def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0) -> Dataset:
-    """Detects the layout of `data_dir`, reads and cleans its captions, and resolves its splits."""
+def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_images: bool = True) -> Dataset:
+    """Detects the layout of `data_dir`, reads and cleans its captions, and resolves its splits.
+
+    With `need_images=False` the caption files alone will do (for scoring captions); `image_dir` is then
+    empty when the dataset has no image folder.
+    """
     if not os.path.isdir(data_dir):
         raise DatasetError(f"{data_dir}: no such dataset folder")
     token_file = _find(data_dir, [os.path.join(d, "Flickr8k.token.txt") for d in TEXT_FOLDERS])
     csv_file = _find(data_dir, ["captions.txt"])
     image_dir = _find(data_dir, list(IMAGE_FOLDERS))
-    if token_file and image_dir:
+    images_ok = bool(image_dir) or not need_images
+    if token_file and images_ok:
         layout, raw = "flickr8k", parse_token_file(token_file)
-    elif csv_file and image_dir:
+    elif csv_file and images_ok:
         layout, raw = "kaggle", parse_captions_csv(csv_file)
     else:
         raise DatasetError(
@@ -159,7 +164,7 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0) -> Datas
     if limit > 0:
         splits = {split: names[:limit] for split, names in splits.items()}
     name = os.path.basename(os.path.normpath(os.path.abspath(data_dir))).lower()
-    return Dataset(name, layout, image_dir, captions, splits, split_source, skipped)
+    return Dataset(name, layout, image_dir or "", captions, splits, split_source, skipped)
 
 
 def training_examples(captions_by_image: Dict[str, List[str]], image_rows: Dict[str, int],
@@ -178,13 +183,17 @@ def training_examples(captions_by_image: Dict[str, List[str]], image_rows: Dict[
 
 
 def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_tokens: np.ndarray,
-                    batch_size: int, shuffle: bool, seed: int):
+                    batch_size: int, shuffle: bool, seed: int, length_window: int = 0):
     """A tf.data pipeline of teacher-forcing batches.
 
     Each element is ({"image_features", "caption_tokens"}, next_words, weights): the decoder reads
     `<start> w1 .. wn` and must predict `w1 .. wn <end>` at every position in one pass; padding gets
     weight 0. Only indices and token ids live in the pipeline: feature rows are gathered from the
     (memory-mapped) store batch by batch, so memory does not grow with the dataset.
+
+    `length_window` > 0 (with shuffle): the shuffled captions are taken `length_window` batches at a
+    time and sorted by length inside that window, so each batch holds captions of similar length and
+    carries little padding; the batches are then shuffled again, so batch order stays random.
     """
     import tensorflow as tf
 
@@ -196,6 +205,8 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
         gathered[order] = features[rows[order]]
         return gathered
 
+    # Plain tensor code: AutoGraph has nothing to convert, and it trips over the local `tf` import.
+    @tf.autograph.experimental.do_not_convert
     def to_model_inputs(rows, tokens):
         image_features = tf.numpy_function(gather, [rows], tf.float32)
         image_features.set_shape([None, feature_dim])
@@ -206,7 +217,19 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
         weights = tf.cast(tf.not_equal(targets, 0), tf.float32)
         return {"image_features": image_features, "caption_tokens": inputs}, targets, weights
 
+    @tf.autograph.experimental.do_not_convert
+    def sort_by_length(rows, tokens):
+        order = tf.argsort(tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1), stable=True)
+        return tf.gather(rows, order), tf.gather(tokens, order)
+
     dataset = tf.data.Dataset.from_tensor_slices((feature_rows, caption_tokens))
     if shuffle:
         dataset = dataset.shuffle(len(feature_rows), seed=seed, reshuffle_each_iteration=True)
+        if length_window > 0:
+            dataset = dataset.batch(batch_size * length_window).map(sort_by_length).rebatch(batch_size)
+            dataset = dataset.shuffle(length_window, seed=seed + 1, reshuffle_each_iteration=True)
+            # rebatch hides the batch count from Keras, which then warns that the data "ran out".
+            batches = (len(feature_rows) + batch_size - 1) // batch_size
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+            return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return dataset.batch(batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,84 +1,153 @@
-"""Stage 4: score a trained run on a split with BLEU-1..4 under a stated protocol.
+"""Stage 4: score captions of a split with the COCO caption metrics and NLTK BLEU.
 
-    python evaluate.py --split test
+    python evaluate.py --split dev                       # the run's captions, beam 3
+    python evaluate.py --split dev --beam_size 1 --report
+    python evaluate.py --split test --captions other_system.json --data_dir data/flickr8k
 
-Captions every image of the split that has stored features (images missing on disk or unreadable
-are counted and reported), scores them against all references, and writes
-`evaluation_<split>.json` (`evaluation_<split>_beam<K>.json` for beam search: captions and
-scores) into the run folder.
+A run: captions every image of the split that has stored features (images missing on disk or
+unreadable are counted and reported) and writes `evaluation_<split>[_beam<K>[_lp<P>]].json` into the run
+folder. `--captions FILE.json` ({image name: caption}, from any system) scores that file instead,
+against the split's references read from the dataset's caption files; no images are needed.
+Both print the caption-prior baseline beside the scores.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+from typing import Dict, List
 
 from config import Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
-from captioner import Captioner, warn_if_untrained  # noqa: E402
-from feature_store import open_features  # noqa: E402
-from metrics import PROTOCOL, bleu_scores, most_common_caption  # noqa: E402
+from data_loader import load_dataset  # noqa: E402
+from metrics import COCO_METRICS, COCO_PROTOCOL, PROTOCOL, bleu_scores, coco_scores, format_score  # noqa: E402
+from metrics import most_common_caption  # noqa: E402
 from preprocess import write_json  # noqa: E402
+from report import write_report  # noqa: E402
 
-EVALUATE_FLAGS = ("data_dir", "run_dir", "split", "max_decode_length", "decode_batch_size", "beam_size",
-                  "length_penalty")
+EVALUATE_FLAGS = ("data_dir", "run_dir", "split", "captions", "report", "max_decode_length", "decode_batch_size",
+                  "beam_size", "length_penalty", "split_seed")
+
+
+def read_caption_file(path: str) -> Dict[str, str]:
+    """{image name: caption} from a JSON object; predict.py's --output file ({"captions": {path: caption}}) also works."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    if isinstance(content, dict) and isinstance(content.get("captions"), dict):
+        content = content["captions"]
+    if not isinstance(content, dict) or not all(isinstance(v, str) for v in content.values()):
+        raise ValueError(f"{path}: expected a JSON object mapping image name to caption text")
+    return {os.path.basename(name): caption for name, caption in content.items()}
+
+
+def run_captions(config: Config, split_images: List[str], image_rows: Dict[str, int], captioner) -> Dict[str, str]:
+    from feature_store import open_features
+
+    features, _ = open_features(captioner.run_dir, captioner.metadata)
+    scored = [name for name in split_images if name in image_rows]
+    generated = captioner.caption_features(features[[image_rows[name] for name in scored]], config.decode_batch_size)
+    return dict(zip(scored, generated))
+
+
+def report_missing(split: str, split_images: List[str], missing: List[str], reasons: Dict[str, str]) -> None:
+    by_reason: dict = {}
+    for name in missing:
+        by_reason.setdefault(reasons.get(name, "not extracted (run preprocess.py again)"), []).append(name)
+    for reason, names in by_reason.items():
+        print(f"missing {len(names)} of {len(split_images)} {split} images: {reason} (e.g. {names[0]})",
+              file=sys.stderr)
 
 
 def evaluate(config: Config) -> dict:
-    run_dir = config.resolved_run_dir()
-    captioner = Captioner(run_dir, config.max_decode_length, config.beam_size, config.length_penalty)
-    print(f"run {run_dir}: {captioner.describe()}; decoding: {captioner.decoding()}")
-    warn_if_untrained(captioner)
-    with open(os.path.join(run_dir, "captions.json"), encoding="utf-8") as handle:
-        references = json.load(handle)
-    features, image_rows = open_features(run_dir, captioner.metadata)
-    split_images = list(references[config.split])
-    scored = [name for name in split_images if name in image_rows]
-    missing = [name for name in split_images if name not in image_rows]
-    if missing:
+    if config.captions:
+        dataset = load_dataset(config.data_dir, config.split_seed, need_images=False)
+        references = {split: {name: dataset.captions[name] for name in names} for split, names in dataset.splits.items()}
+        generated_all = read_caption_file(config.captions)
+        split_images = list(references[config.split])
+        generated = {name: generated_all[name] for name in split_images if name in generated_all}
+        missing = [name for name in split_images if name not in generated_all]
+        report_missing(config.split, split_images, missing, {name: "no caption in the file" for name in missing})
+        outside = len(set(generated_all) - set(split_images))
+        if outside:
+            print(f"ignored {outside} captions of images outside the {config.split} split", file=sys.stderr)
+        image_dir, source = dataset.image_dir, {"captions_file": os.path.abspath(config.captions)}
+        stem = os.path.splitext(config.captions)[0]
+        output = f"{stem}.scores_{config.split}.json"
+        report_base = f"{stem}.report_{config.split}"
+    else:
+        from captioner import Captioner, warn_if_untrained
+        from feature_store import open_features
+
+        run_dir = config.resolved_run_dir()
+        captioner = Captioner(run_dir, config.max_decode_length, config.beam_size, config.length_penalty)
+        print(f"run {run_dir}: {captioner.describe()}; decoding: {captioner.decoding()}")
+        warn_if_untrained(captioner)
+        with open(os.path.join(run_dir, "captions.json"), encoding="utf-8") as handle:
+            references = json.load(handle)
+        _, image_rows = open_features(run_dir, captioner.metadata)
+        split_images = list(references[config.split])
+        missing = [name for name in split_images if name not in image_rows]
         reasons = {name: kind for kind, names in captioner.metadata["skipped_images"].items() for name in names}
-        by_reason: dict = {}
-        for name in missing:
-            by_reason.setdefault(reasons.get(name, "not extracted (run preprocess.py again)"), []).append(name)
-        for reason, names in by_reason.items():
-            print(f"missing {len(names)} of {len(split_images)} {config.split} images: {reason} (e.g. {names[0]})",
-                  file=sys.stderr)
-    if not scored:
-        raise ValueError(f"no {config.split} image of {run_dir} has features: nothing to score")
+        report_missing(config.split, split_images, missing, reasons)
+        generated = run_captions(config, split_images, image_rows, captioner) if len(missing) < len(split_images) else {}
+        image_dir = captioner.metadata.get("image_dir", "")
+        source = {"run_dir": run_dir, "encoder": captioner.metadata["encoder"],
+                  "weights": captioner.metadata["weights"], "decoding": captioner.decoding()}
+        suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
+        suffix += f"_lp{config.length_penalty:g}" if config.length_penalty and config.beam_size > 1 else ""
+        output = os.path.join(run_dir, f"evaluation_{config.split}{suffix}.json")
+        report_base = os.path.join(run_dir, f"report_{config.split}{suffix}")
+    if not generated:
+        raise ValueError(f"no {config.split} image has a caption to score")
 
-    generated = captioner.caption_features(features[[image_rows[name] for name in scored]], config.decode_batch_size)
-    split_references = [references[config.split][name] for name in scored]
-    scores = bleu_scores(split_references, generated)
+    names = list(generated)
+    split_references = [references[config.split][name] for name in names]
+    hypotheses = [generated[name] for name in names]
+    scores = coco_scores(split_references, hypotheses)
+    nltk_scores = bleu_scores(split_references, hypotheses)
     prior = most_common_caption([c for captions in references["train"].values() for c in captions])
-    baseline = bleu_scores(split_references, [prior] * len(scored))
+    prior_scores = coco_scores(split_references, [prior] * len(names))
 
-    print(f"protocol: {PROTOCOL}")
-    print(f"{config.split}: {len(scored)} images scored, {len(missing)} missing")
-    print(f"{'':22s}" + "".join(f"{name:>9s}" for name in scores))
-    label = "model (greedy)" if config.beam_size == 1 else f"model (beam {config.beam_size})"
-    print(f"{label:22s}" + "".join(f"{value:9.4f}" for value in scores.values()))
-    print(f"{'caption prior':22s}" + "".join(f"{value:9.4f}" for value in baseline.values()))
+    print(f"COCO metrics: {COCO_PROTOCOL}")
+    print(f"NLTK BLEU: {PROTOCOL}")
+    print(f"{config.split}: {len(names)} images scored, {len(missing)} missing")
+    print(f"{'':24s}" + "".join(f"{name:>9s}" for name in COCO_METRICS))
+    label = ("captions file" if config.captions else
+             "model (greedy)" if config.beam_size == 1 else f"model (beam {config.beam_size})")
+    print(f"{label:24s}" + "".join(f"{format_score(scores.corpus[name]):>9s}" for name in COCO_METRICS))
+    print(f"{'caption prior':24s}" + "".join(f"{format_score(prior_scores.corpus[name]):>9s}" for name in COCO_METRICS))
+    print(f"{'NLTK BLEU, same captions':24s}" + "".join(f"{value:9.4f}" for value in nltk_scores.values()))
+    for metric, reason in scores.unavailable.items():
+        print(f"{metric} unavailable: {reason}")
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")
     result = {
-        "split": config.split, "run_dir": run_dir, "encoder": captioner.metadata["encoder"],
-        "weights": captioner.metadata["weights"], "decoding": captioner.decoding(), "protocol": PROTOCOL,
-        "images_scored": len(scored), "images_missing": len(missing), "scores": scores,
-        "caption_prior": {"caption": prior, "scores": baseline},
-        "captions": {name: {"generated": caption, "references": refs}
-                     for name, caption, refs in zip(scored, generated, split_references)},
+        "split": config.split, **source, "coco_protocol": COCO_PROTOCOL, "nltk_protocol": PROTOCOL,
+        "images_scored": len(names), "images_missing": len(missing), "scores": scores.corpus,
+        "unavailable": scores.unavailable, "nltk_bleu": nltk_scores,
+        "caption_prior": {"caption": prior, "scores": prior_scores.corpus},
+        "captions": {name: {"generated": caption, "references": refs, "scores": per_image}
+                     for name, caption, refs, per_image in zip(names, hypotheses, split_references, scores.per_image)},
         "missing_images": missing,
     }
-    suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
-    path = os.path.join(run_dir, f"evaluation_{config.split}{suffix}.json")
-    write_json(path, result)
-    print(f"wrote {path}")
+    write_json(output, result)
+    print(f"wrote {output}")
+    if config.report:
+        entries = [{"name": name, "image_path": os.path.join(image_dir, name) if image_dir else "",
+                    "generated": entry["generated"], "references": entry["references"], "scores": entry["scores"]}
+                   for name, entry in result["captions"].items()]
+        write_report(entries, report_base + ".html", report_base + ".png",
+                     f"{config.split} split, {label}", "CIDEr-D")
+        print(f"wrote {report_base}.html and {report_base}.png")
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    evaluate(parse_config(EVALUATE_FLAGS, __doc__.splitlines()[0], argv))
+    evaluate(parse_config(EVALUATE_FLAGS, __doc__.splitlines()[0], argv, beam_size=3))
     return 0
 
 

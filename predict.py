@@ -2,8 +2,10 @@
 
     python predict.py --image_path photo.jpg
     python predict.py --image_path a.jpg b.jpg folder/ --output captions.json
+    python predict.py --image_path photo.jpg --beam_size 5 --top 3
 
 One image: prints its caption. Several files or a folder: one `path<TAB>caption` line each.
+`--top N`: the N best beams of each image, with their log-probabilities.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from captioner import Captioner, warn_if_untrained  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "beam_size",
-                 "length_penalty", "output")
+                 "length_penalty", "top", "output")
 
 
 def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:
@@ -45,19 +47,28 @@ def predict(config: Config) -> dict:
     captioner = Captioner(config.resolved_run_dir(), config.max_decode_length, config.beam_size, config.length_penalty)
     print(f"{captioner.describe()}; decoding: {captioner.decoding()}", file=sys.stderr)
     warn_if_untrained(captioner)
-    captions, errors = captioner.caption_files(paths, config.decode_batch_size)
+    if config.top < 1:
+        raise ValueError(f"--top must be at least 1, got {config.top}")
+    captions, errors = captioner.caption_files(paths, config.decode_batch_size, config.top)
     for error in errors:
         print(f"skipped {error}", file=sys.stderr)
-    if len(paths) == 1 and not any_folder:
-        if errors:
-            raise ValueError(str(errors[0]))
-        print(captions[paths[0]])
-    else:
-        for path, caption in captions.items():
-            print(f"{path}\t{caption}")
-        if errors:
-            print(f"{len(errors)} of {len(paths)} images skipped", file=sys.stderr)
+    single = len(paths) == 1 and not any_folder
+    if single and errors:
+        raise ValueError(str(errors[0]))
+    for path, caption in captions.items():
+        if config.top > 1:
+            if not single:
+                print(path)
+            for rank, (text, log_probability) in enumerate(caption, 1):
+                print(f"{rank}. {text}\t(log-probability {log_probability:.3f})")
+        else:
+            print(caption if single else f"{path}\t{caption}")
+    if errors and not single:
+        print(f"{len(errors)} of {len(paths)} images skipped", file=sys.stderr)
     if config.output:
+        if config.top > 1:
+            captions = {path: [{"caption": text, "log_probability": log_probability} for text, log_probability in beams]
+                        for path, beams in captions.items()}
         with open(config.output, "w", encoding="utf-8") as handle:
             json.dump({"run_dir": captioner.run_dir, "encoder": captioner.metadata["encoder"],
                        "weights": captioner.metadata["weights"], "captions": captions,

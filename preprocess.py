@@ -96,6 +96,7 @@ def preprocess(config: Config) -> dict:
     metadata = {
         "dataset": dataset.name,
         "data_dir": os.path.abspath(config.data_dir),
+        "image_dir": os.path.abspath(dataset.image_dir),
         "layout": dataset.layout,
         "split_source": dataset.split_source,
         "encoder": config.encoder,

@@ -3,59 +3,127 @@
     python train.py --epochs 20 --batch_size 32
 
 Runs preprocess.py first when the run folder has no metadata yet, so this one command goes from
-images to a model. Keeps the model with the lowest dev loss; `--resume` continues an interrupted run.
+images to a model. Keeps the model with the best dev CIDEr-D (`--monitor`), scoring greedy dev captions
+every `--eval_every` epochs; `--resume` continues an interrupted run.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 import sys
+import time
 import warnings
+from typing import Dict, List, Optional
 
 from config import TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, run_script, save_config
 
 quiet_tensorflow()
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from data_loader import caption_batches, training_examples  # noqa: E402
+from decoding import CaptionDecoder  # noqa: E402
 from feature_store import open_features  # noqa: E402
+from metrics import coco_scores  # noqa: E402
 from model import build_merge_model, compile_model  # noqa: E402
 from preprocess import METADATA, preprocess, write_json  # noqa: E402
+from report import plot_training_curves  # noqa: E402
 from vocabulary import Vocabulary  # noqa: E402
 
 BEST_MODEL, LAST_MODEL, STATE, HISTORY = "model.keras", "last_epoch.keras", "training_state.json", "history.csv"
+CURVES = "training_curves.png"
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "dev_bleu4", "dev_cider", "seconds")
+# --monitor value -> (history column, True when higher is better)
+MONITORS = {"cider": ("dev_cider", True), "bleu4": ("dev_bleu4", True), "val_loss": ("val_loss", False),
+            "loss": ("loss", False)}
+
+
+class DevScorer:
+    """Greedy captions of the dev images from the model being trained, scored with BLEU-4 and CIDEr-D."""
+
+    def __init__(self, model, features, image_rows: Dict[str, int], references: Dict[str, List[str]],
+                 vocabulary: Vocabulary, max_length: int, batch_size: int = 256):
+        names = [name for name in references if name in image_rows]
+        self.image_features = np.asarray(features[[image_rows[name] for name in names]], np.float32)
+        self.references = [references[name] for name in names]
+        # The decoder reads the model's layers, so it always sees the current weights.
+        self.decoder = CaptionDecoder(model, max_length)
+        self.vocabulary, self.batch_size = vocabulary, batch_size
+
+    def __call__(self) -> Dict[str, float]:
+        captions = self.decoder.captions(self.image_features, self.vocabulary, 1, 0.0, self.batch_size)
+        scores = coco_scores(self.references, captions, metrics=("BLEU-4", "CIDEr-D")).corpus
+        return {"dev_bleu4": scores["BLEU-4"], "dev_cider": scores["CIDEr-D"]}
+
+
+def is_better(value: float, best: Optional[float], higher_is_better: bool) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if higher_is_better else value < best
+
+
+def patience_exhausted(epochs_done: int, best_epoch: int, patience: int) -> bool:
+    return bool(patience) and epochs_done - best_epoch >= patience
 
 
 class EpochBookkeeping(keras.callbacks.Callback):
-    """After each epoch: saves the resumable checkpoint, keeps the best model, prints one line."""
+    """After each epoch: scores the dev split when due, keeps the best model by the monitored value,
+    saves the resumable checkpoint, appends to history.csv, redraws the curves, prints one line."""
 
-    def __init__(self, run_dir: str, epochs: int, monitor: str, best: float, best_epoch: int, patience: int):
+    def __init__(self, run_dir: str, config: Config, monitor: str, state: dict,
+                 dev_scorer: Optional[DevScorer]):
         super().__init__()
-        self.run_dir, self.epochs, self.monitor = run_dir, epochs, monitor
-        self.best, self.best_epoch, self.patience = best, best_epoch, patience
+        self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
+        self.started = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        value = logs.get(self.monitor, math.inf)
-        improved = value < self.best
+        done = epoch + 1
+        row = {key: float(value) for key, value in (logs or {}).items() if key in HISTORY_COLUMNS}
+        due = done % self.config.eval_every == 0 or done == self.config.epochs
+        if self.dev_scorer is not None and due:
+            row.update(self.dev_scorer())
+        row.update(epoch=done, seconds=round(time.monotonic() - self.started, 1))
+        column, higher_is_better = MONITORS[self.monitor]
+        improved = column in row and is_better(row[column], self.best, higher_is_better)
         if improved:
-            self.best, self.best_epoch = value, epoch + 1
+            self.best, self.best_epoch = row[column], done
             self.model.save(os.path.join(self.run_dir, BEST_MODEL))
         # The checkpoint first, then the state that points at it: a crash between the two
         # only repeats one epoch.
         self.model.save(os.path.join(self.run_dir, LAST_MODEL))
         write_json(os.path.join(self.run_dir, STATE),
-                   {"epochs_done": epoch + 1, "monitor": self.monitor, "best": self.best,
-                    "best_epoch": self.best_epoch})
-        shown = "  ".join(f"{key} {value:.4f}" for key, value in logs.items() if key != "learning_rate")
-        print(f"epoch {epoch + 1}/{self.epochs}  {shown}" + ("  (best so far: saved)" if improved else ""),
-              flush=True)
-        if self.patience and epoch + 1 - self.best_epoch >= self.patience:
-            print(f"stopping early: no better {self.monitor} for {self.patience} epochs "
+                   {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch})
+        append_history(os.path.join(self.run_dir, HISTORY), row)
+        plot_training_curves(read_history(os.path.join(self.run_dir, HISTORY)), os.path.join(self.run_dir, CURVES))
+        shown = "  ".join(f"{key} {row[key]:.4f}" for key in HISTORY_COLUMNS[1:-1] if key in row)
+        print(f"epoch {done}/{self.config.epochs}  {shown}  ({row['seconds']:.0f} s)"
+              + ("  (best so far: saved)" if improved else ""), flush=True)
+        if patience_exhausted(done, self.best_epoch, self.config.patience):
+            print(f"stopping early: no better {column} for {self.config.patience} epochs "
                   f"(best at epoch {self.best_epoch})")
             self.model.stop_training = True
+
+
+def append_history(path: str, row: Dict[str, float]) -> None:
+    new_file = not os.path.exists(path)
+    with open(path, "a", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
+        if new_file:
+            writer.writeheader()
+        writer.writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
+
+
+def read_history(path: str) -> List[Dict[str, float]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [{key: float(value) for key, value in row.items() if value not in ("", None)}
+                for row in csv.DictReader(handle)]
 
 
 def load_run(run_dir: str):
@@ -84,43 +152,57 @@ def train(config: Config) -> dict:
           f"validating on {len(dev_rows)} dev captions; encoder {metadata['encoder']}, weights {metadata['weights']}")
 
     keras.utils.set_random_seed(config.seed)
-    train_batches = caption_batches(features, train_rows, train_tokens, config.batch_size, True, config.seed)
+    train_batches = caption_batches(features, train_rows, train_tokens, config.batch_size, True, config.seed,
+                                    config.length_window)
     dev_batches = caption_batches(features, dev_rows, dev_tokens, config.batch_size, False, config.seed) \
         if len(dev_rows) else None
-    monitor = "val_loss" if dev_batches is not None else "loss"
+    monitor = config.monitor
     if dev_batches is None:
+        monitor = "loss"
         print("warning: no dev images with features; keeping the model with the lowest training loss",
               file=sys.stderr)
+    if config.eval_every < 1:
+        raise ValueError(f"--eval_every must be at least 1, got {config.eval_every}")
 
     state_path, last_path = os.path.join(run_dir, STATE), os.path.join(run_dir, LAST_MODEL)
-    initial_epoch, best, best_epoch = 0, math.inf, 0
+    state = {"epochs_done": 0, "monitor": monitor, "best": None, "best_epoch": 0}
     if config.resume and os.path.exists(state_path) and os.path.exists(last_path):
         with open(state_path, encoding="utf-8") as handle:
             state = json.load(handle)
-        initial_epoch, best, best_epoch = state["epochs_done"], state["best"], state.get("best_epoch", 0)
+        if state["monitor"] != monitor:
+            raise ValueError(f"{run_dir} was trained with --monitor {state['monitor']}; resume with the same "
+                             f"--monitor, or train from scratch in a new --run_dir")
         model = keras.models.load_model(last_path)
-        print(f"resuming after epoch {initial_epoch} (best {state['monitor']} {best:.4f})")
+        print(f"resuming after epoch {state['epochs_done']} (best {MONITORS[monitor][0]} "
+              f"{state['best']} at epoch {state['best_epoch']})")
     else:
         if config.resume:
             print("nothing to resume in this run folder: starting from scratch", file=sys.stderr)
         model = build_merge_model(config, len(vocabulary), metadata["feature_dim"])
         compile_model(model, config.learning_rate)
-    if config.patience and initial_epoch - best_epoch >= config.patience:
-        print(f"stopped early before (best at epoch {best_epoch}, patience {config.patience}): nothing to do")
-        return {"epochs_done": initial_epoch, "best": best, "best_epoch": best_epoch}
-    if initial_epoch >= config.epochs:
-        print(f"already trained for {initial_epoch} epochs (asked for {config.epochs}): nothing to do")
-        return {"epochs_done": initial_epoch, "best": best}
+        if os.path.exists(os.path.join(run_dir, HISTORY)):
+            os.remove(os.path.join(run_dir, HISTORY))
+    if patience_exhausted(state["epochs_done"], state["best_epoch"], config.patience):
+        print(f"stopped early before (best at epoch {state['best_epoch']}, patience {config.patience}): nothing to do")
+        return state
+    if state["epochs_done"] >= config.epochs:
+        print(f"already trained for {state['epochs_done']} epochs (asked for {config.epochs}): nothing to do")
+        return state
+    dev_scorer = None if dev_batches is None else DevScorer(model, features, image_rows, captions["dev"],
+                                                            vocabulary, length)
 
     # Keras warns that it cannot shuffle a tf.data pipeline; ours shuffles itself.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
-    model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-              verbose=1 if sys.stdout.isatty() else 2,
-              callbacks=[keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY), append=initial_epoch > 0),
-                         EpochBookkeeping(run_dir, config.epochs, monitor, best, best_epoch, config.patience)])
+    model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
+              verbose=1 if sys.stdout.isatty() else 0,
+              callbacks=[EpochBookkeeping(run_dir, config, monitor, state, dev_scorer)])
     with open(state_path, encoding="utf-8") as handle:
         state = json.load(handle)
-    print(f"best {state['monitor']} {state['best']:.4f}; model saved as {os.path.join(run_dir, BEST_MODEL)}")
+    if state["best"] is None:
+        raise ValueError(f"no epoch gave a usable {MONITORS[state['monitor']][0]} (the loss diverged?); "
+                         f"try a lower --learning_rate")
+    print(f"best {MONITORS[state['monitor']][0]} {state['best']:.4f} at epoch {state['best_epoch']}; "
+          f"model saved as {os.path.join(run_dir, BEST_MODEL)}; curves in {os.path.join(run_dir, CURVES)}")
     return state
 
 

@@ -13,7 +13,7 @@ import encoders
 from conftest import MOBILENET_NOTOP, PROJECT, TINY_SPLITS, tiny_config
 from feature_store import open_features
 from preprocess import preprocess
-from train import train
+from train import read_history, train
 
 
 def run_cli(script, *arguments, cwd=PROJECT):
@@ -139,18 +139,35 @@ def test_local_imagenet_weights_file_loads_and_is_used():
         encoders.build_encoder("vgg16", MOBILENET_NOTOP)
 
 
-def test_train_keeps_best_model_and_resumes(trained_run, tmp_path):
+def test_train_keeps_best_model_by_dev_cider_and_resumes(trained_run, tmp_path):
     run_dir = str(tmp_path / "run")
     shutil.copytree(trained_run.run_dir, run_dir)
     state = read_json(run_dir, "training_state.json")
-    assert state["epochs_done"] == 2 and state["monitor"] == "val_loss"
+    assert state["epochs_done"] == 2 and state["monitor"] == "cider"
     assert os.path.exists(os.path.join(run_dir, "model.keras"))
-    history = open(os.path.join(run_dir, "history.csv")).read().splitlines()
-    assert len(history) == 3
-    resumed = train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True))
+    history = read_history(os.path.join(run_dir, "history.csv"))
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert all({"loss", "val_loss", "dev_bleu4", "dev_cider"} <= set(row) for row in history)
+    best_row = max(history, key=lambda row: row["dev_cider"])  # ties: the first, as training keeps it
+    assert state["best"] == pytest.approx(best_row["dev_cider"]) and state["best_epoch"] == best_row["epoch"]
+    with Image.open(os.path.join(run_dir, "training_curves.png")) as curves:
+        assert curves.size[0] > 500
+    with pytest.raises(ValueError, match="--monitor cider"):
+        train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True, monitor="val_loss"))
+    resumed = train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True, eval_every=2))
     assert resumed["epochs_done"] == 3
-    history = open(os.path.join(run_dir, "history.csv")).read().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+    history = read_history(os.path.join(run_dir, "history.csv"))
+    # Epoch 3 is not a multiple of --eval_every 2 but is the last one, so it is scored too.
+    assert [row["epoch"] for row in history] == [1, 2, 3] and "dev_cider" in history[-1]
+
+
+def test_train_monitor_val_loss_keeps_the_lowest_dev_loss(trained_run, tmp_path):
+    run_dir = str(tmp_path / "run")
+    state = train(tiny_config(trained_run.data_dir, run_dir, epochs=3, monitor="val_loss", eval_every=2))
+    history = read_history(os.path.join(run_dir, "history.csv"))
+    assert "dev_cider" not in history[0] and "dev_cider" in history[1]
+    best_row = min(history, key=lambda row: row["val_loss"])
+    assert state["best_epoch"] == best_row["epoch"] and state["best"] == pytest.approx(best_row["val_loss"])
 
 
 def test_predict_one_file_several_files_and_a_folder(trained_run, tmp_path):
@@ -174,6 +191,26 @@ def test_predict_one_file_several_files_and_a_folder(trained_run, tmp_path):
     written = read_json(str(output))
     assert written["weights"] == "none" and len(written["captions"]) == 3
     assert written["captions"][str(folder / names[0])] == one.stdout.strip()
+
+
+def test_predict_top_shows_the_best_beams_with_log_probabilities(trained_run, tmp_path):
+    images = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
+    image = os.path.join(images, sorted(os.listdir(images))[0])
+    output = tmp_path / "top.json"
+    result = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--beam_size", "4",
+                     "--top", "3", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(".")[0] for line in lines] == ["1", "2", "3"]
+    log_probabilities = [float(line.rsplit("log-probability ", 1)[1].rstrip(")")) for line in lines]
+    assert log_probabilities == sorted(log_probabilities, reverse=True) and all(v < 0 for v in log_probabilities)
+    beams = read_json(str(output))["captions"][image]
+    assert [beam["caption"] for beam in beams] == [line.split(". ", 1)[1].split("\t")[0] for line in lines]
+    greedy_beam = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--beam_size", "4")
+    assert greedy_beam.stdout.strip() == beams[0]["caption"]
+
+    too_few = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--top", "3")
+    assert too_few.returncode == 2 and "error: --top 3 needs at least 3 beams" in too_few.stderr
 
 
 @pytest.mark.parametrize("content", [None, b"", b"plain text, not an image", "truncated"])
@@ -207,16 +244,45 @@ def test_predict_without_a_trained_model_says_what_to_run(tmp_path):
     assert result.returncode == 2 and "run preprocess.py" in result.stderr
 
 
-def test_evaluate_scores_and_writes_json(trained_run, tmp_path):
-    result = run_cli("evaluate.py", "--run_dir", trained_run.run_dir, "--split", "dev")
+def test_evaluate_scores_with_coco_metrics_and_writes_json_and_report(trained_run):
+    result = run_cli("evaluate.py", "--run_dir", trained_run.run_dir, "--split", "dev", "--report")
     assert result.returncode == 0, result.stderr
-    assert "no <start>/<end> tokens" in result.stdout and "BLEU-4" in result.stdout
-    report = read_json(trained_run.run_dir, "evaluation_dev.json")
+    assert "no <start>/<end> tokens" in result.stdout and "model (beam 3)" in result.stdout
+    assert "CIDEr-D" in result.stdout and "caption prior" in result.stdout
+    report = read_json(trained_run.run_dir, "evaluation_dev_beam3.json")
     assert report["images_scored"] == 3 and report["images_missing"] == 0
-    assert set(report["scores"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"}
-    assert all(0.0 <= value <= 1.0 for value in report["scores"].values())
+    assert set(report["scores"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"}
+    assert report["nltk_bleu"]["BLEU-1"] == pytest.approx(report["scores"]["BLEU-1"], abs=1e-6)
     for entry in report["captions"].values():
         assert len(entry["references"]) == 5 and "<end>" not in entry["generated"]
+        assert set(entry["scores"]) == set(report["scores"])
+    page = open(os.path.join(trained_run.run_dir, "report_dev_beam3.html"), encoding="utf-8").read()
+    assert page.count("<tr><td>") == 3 and all(name in page for name in report["captions"])
+    with Image.open(os.path.join(trained_run.run_dir, "report_dev_beam3.png")) as grid:
+        assert grid.size[1] > 224
+
+
+def test_evaluate_a_captions_file_needs_only_the_caption_files(trained_run, tmp_path):
+    text_only = tmp_path / "text_only"
+    shutil.copytree(os.path.join(trained_run.data_dir, "Flickr8k_text"), text_only / "Flickr8k_text")
+    test_names = (text_only / "Flickr8k_text" / "Flickr_8k.testImages.txt").read_text().split()
+    references = read_json(trained_run.run_dir, "captions.json")["test"]
+    # One image gets its own first reference, one a caption from nowhere, one no caption at all.
+    captions = {test_names[0]: references[test_names[0]][0], test_names[1]: "zebra zebra zebra"}
+    captions_file = tmp_path / "other_system.json"
+    captions_file.write_text(json.dumps(captions))
+    result = run_cli("evaluate.py", "--data_dir", str(text_only), "--split", "test", "--captions", str(captions_file))
+    assert result.returncode == 0, result.stderr
+    assert "missing 1 of 3 test images: no caption in the file" in result.stderr
+    scores = read_json(str(tmp_path / "other_system.scores_test.json"))
+    assert scores["images_scored"] == 2 and scores["missing_images"] == [test_names[2]]
+    good, bad = scores["captions"][test_names[0]]["scores"], scores["captions"][test_names[1]]["scores"]
+    assert good["BLEU-4"] > 0.5 and bad["BLEU-1"] < 1e-9 and good["CIDEr-D"] > bad["CIDEr-D"] == 0.0
+
+    captions_file.write_text("{not json")
+    broken = run_cli("evaluate.py", "--data_dir", str(text_only), "--split", "test", "--captions", str(captions_file))
+    assert broken.returncode == 2 and broken.stderr.strip().splitlines() == [
+        f"error: {captions_file}: not valid JSON (Expecting property name enclosed in double quotes, line 1)"]
 
 
 def test_end_to_end_commands_with_a_test_image_missing(tiny_dataset, tmp_path):
@@ -236,6 +302,6 @@ def test_end_to_end_commands_with_a_test_image_missing(tiny_dataset, tmp_path):
     evaluated = run_cli("evaluate.py", *common)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "missing 1 of 3 test images: missing file" in evaluated.stderr
-    report = read_json(run_dir, "evaluation_test.json")
+    report = read_json(run_dir, "evaluation_test_beam3.json")
     assert report["images_scored"] == 2 and report["missing_images"] == [test_names[0]]
     assert report["weights"] == "none"

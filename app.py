@@ -1,0 +1,113 @@
+"""A web page to caption your own photos with a trained run.
+
+    streamlit run app.py                          # http://localhost:8501
+    streamlit run app.py --server.port 8600       # another port
+    CAPTION_RUNS_DIR=/path/to/runs streamlit run app.py
+
+Lists the trained runs under `runs/` (or $CAPTION_RUNS_DIR), captions uploaded images or images of
+the bundled sample with the greedy caption and the best beams, and shows the run's encoder and weights.
+The model and encoder of a run are loaded once and cached; a caption already computed for the same
+image bytes and settings is reused at once.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import List
+
+import streamlit as st
+
+from config import PROJECT_DIR, SAMPLE_DATA_DIR, quiet_tensorflow
+
+quiet_tensorflow()
+
+from captioner import Captioner  # noqa: E402
+
+RUNS_DIR = os.environ.get("CAPTION_RUNS_DIR", os.path.join(PROJECT_DIR, "runs"))
+SAMPLE_IMAGES = os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset")
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
+
+
+def run_folders(runs_dir: str) -> List[str]:
+    """Sub-folders of `runs_dir` that hold a preprocessed or trained run."""
+    if not os.path.isdir(runs_dir):
+        return []
+    return sorted(name for name in os.listdir(runs_dir)
+                  if os.path.isfile(os.path.join(runs_dir, name, "metadata.json"))
+                  or os.path.isfile(os.path.join(runs_dir, name, "model.keras")))
+
+
+@st.cache_resource(show_spinner="Loading the model and the image encoder...", max_entries=4)
+def load_captioner(run_dir: str) -> Captioner:
+    captioner = Captioner(run_dir)
+    captioner.encoder()  # built now, so the first caption is not the slow one
+    return captioner
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def caption_image(run_dir: str, image_bytes: bytes, suffix: str, beam_size: int, top: int) -> dict:
+    """Greedy caption and the `top` best beams of one image; or the reason it cannot be read."""
+    captioner = load_captioner(run_dir)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "image" + suffix)
+        with open(path, "wb") as handle:
+            handle.write(image_bytes)
+        _, features, errors = captioner.image_features([path])
+    if errors:
+        return {"error": errors[0].kind}
+    return {"greedy": captioner.caption_features(features, beam_size=1)[0],
+            "beams": captioner.top_captions(features, top, beam_size=beam_size)[0]}
+
+
+def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, top: int) -> None:
+    suffix = os.path.splitext(name)[1].lower() or ".jpg"
+    result = caption_image(run_dir, image_bytes, suffix, beam_size, top)
+    left, right = st.columns([1, 2])
+    if "error" in result:
+        right.error(f"{name}: cannot caption this file ({result['error']}). Upload a JPEG or PNG photo.")
+        return
+    left.image(image_bytes, caption=name, width="stretch")
+    right.markdown(f"**{result['greedy']}**")
+    right.caption("greedy caption")
+    lines = [f"{rank}. {text}  (log-probability {log_probability:.2f})"
+             for rank, (text, log_probability) in enumerate(result["beams"], 1)]
+    right.text(f"best {len(lines)} of beam search, beam {beam_size}:\n" + "\n".join(lines))
+
+
+def main() -> None:
+    st.set_page_config(page_title="Image captioner", layout="wide")
+    st.title("Caption your photos")
+    runs = run_folders(RUNS_DIR)
+    if not runs:
+        st.info(f"No trained runs yet in {RUNS_DIR}. Train one first, e.g. `python train.py` "
+                "(the bundled sample), then reload this page.")
+        return
+    run = st.sidebar.selectbox("Trained run", runs)
+    beam_size = st.sidebar.slider("Beam width", 1, 10, 3)
+    top = st.sidebar.slider("Beams shown", 1, beam_size, min(3, beam_size))
+    run_dir = os.path.join(RUNS_DIR, run)
+    try:
+        captioner = load_captioner(run_dir)
+    except (ValueError, OSError) as error:
+        st.error(f"Run {run} cannot caption: {error}")
+        return
+    st.sidebar.markdown(f"**Encoder:** {captioner.metadata['encoder']}  \n"
+                        f"**Weights:** {os.path.basename(str(captioner.metadata['weights']))}")
+    if captioner.metadata["weights"] == "none":
+        st.warning("This run's encoder is UNTRAINED (--weights none): its captions rest on colour and layout "
+                   "only. Train with ImageNet weights for real photos.")
+
+    uploads = st.file_uploader("Upload photos", type=UPLOAD_TYPES, accept_multiple_files=True)
+    samples = sorted(os.listdir(SAMPLE_IMAGES))[:20] if os.path.isdir(SAMPLE_IMAGES) else []
+    sample = st.selectbox("...or pick an image of the bundled sample", ["(none)"] + samples)
+    chosen = [(upload.name, upload.getvalue()) for upload in uploads or []]
+    if sample != "(none)":
+        with open(os.path.join(SAMPLE_IMAGES, sample), "rb") as handle:
+            chosen.append((sample, handle.read()))
+    if not chosen:
+        st.caption("Upload one or more photos to caption them.")
+    for name, image_bytes in chosen:
+        show_caption(name, image_bytes, run_dir, beam_size, top)
+
+
+main()

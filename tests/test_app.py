@@ -1,0 +1,91 @@
+"""The web page, driven by Streamlit's own test harness: upload, bad uploads, no runs, a run without a model."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import pytest
+from PIL import Image
+
+from conftest import PROJECT
+
+streamlit_testing = pytest.importorskip("streamlit.testing.v1")
+APP = os.path.join(PROJECT, "app.py")
+
+
+def open_app(runs_dir, monkeypatch):
+    monkeypatch.setenv("CAPTION_RUNS_DIR", str(runs_dir))
+    app = streamlit_testing.AppTest.from_file(APP, default_timeout=300)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.fixture
+def runs_dir(trained_run, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(trained_run.run_dir, runs / "tiny")
+    return runs
+
+
+def sample_image_bytes(trained_run) -> tuple[str, bytes]:
+    folder = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
+    name = sorted(os.listdir(folder))[0]
+    with open(os.path.join(folder, name), "rb") as handle:
+        return os.path.join(folder, name), handle.read()
+
+
+def test_upload_shows_the_greedy_caption_and_the_best_beams(trained_run, runs_dir, monkeypatch):
+    from captioner import Captioner
+
+    path, image_bytes = sample_image_bytes(trained_run)
+    app = open_app(runs_dir, monkeypatch)
+    assert any("UNTRAINED" in warning.value for warning in app.warning)
+    assert any("mobilenet_v2" in markdown.value for markdown in app.sidebar.markdown)
+    app.file_uploader[0].set_value(("photo.jpg", image_bytes, "image/jpeg"))
+    app.run()
+    assert not app.exception and not app.error
+    captioner = Captioner(trained_run.run_dir)
+    _, features, _ = captioner.image_features([path])
+    expected_greedy = captioner.caption_features(features, beam_size=1)[0]
+    expected_beams = captioner.top_captions(features, 3, beam_size=3)[0]
+    assert f"**{expected_greedy}**" in [markdown.value for markdown in app.markdown]
+    beams_text = app.text[0].value
+    assert beams_text.startswith("best 3 of beam search, beam 3:")
+    assert [line.split(". ", 1)[1].split("  (")[0] for line in beams_text.splitlines()[1:]] == \
+        [text for text, _ in expected_beams]
+
+
+def test_bad_uploads_get_a_message_and_the_good_one_is_still_captioned(trained_run, runs_dir, monkeypatch):
+    _, image_bytes = sample_image_bytes(trained_run)
+    huge = io.BytesIO()
+    Image.new("L", (11000, 11000)).save(huge, format="PNG")  # 121 megapixels, a small file
+    app = open_app(runs_dir, monkeypatch)
+    app.file_uploader[0].set_value([("notes.jpg", b"plain text, not an image", "image/jpeg"),
+                                    ("cut.jpg", image_bytes[:300], "image/jpeg"),
+                                    ("huge.png", huge.getvalue(), "image/png"),
+                                    ("good.jpg", image_bytes, "image/jpeg")])
+    app.run()
+    assert not app.exception
+    errors = [error.value for error in app.error]
+    assert len(errors) == 3
+    assert "notes.jpg: cannot caption this file (not an image)" in errors[0]
+    assert errors[1].startswith("cut.jpg: cannot caption this file (") and "truncated" in errors[1]
+    assert errors[2].startswith("huge.png: cannot caption this file (image too large)")
+    assert len(app.text) == 1 and "beam search" in app.text[0].value  # good.jpg still captioned
+
+
+def test_no_runs_yet_and_a_run_without_a_model(trained_run, tmp_path, monkeypatch):
+    empty = tmp_path / "empty_runs"
+    app = open_app(empty, monkeypatch)
+    assert any("No trained runs yet" in info.value for info in app.info)
+
+    runs = tmp_path / "runs"
+    (runs / "untrained").mkdir(parents=True)
+    shutil.copy(os.path.join(trained_run.run_dir, "metadata.json"), runs / "untrained" / "metadata.json")
+    app = open_app(runs, monkeypatch)
+    assert [error.value for error in app.error] == [
+        f"Run untrained cannot caption: {runs / 'untrained'}: no model.keras; run train.py "
+        "(with the same --run_dir) first"]
