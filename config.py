@@ -53,6 +53,8 @@ class Config:
                            "greedy captions, or dev loss", choices=("cider", "bleu4", "val_loss"))
     eval_every: int = _option(1, "caption the dev split and score it every N epochs (and after the last)")
     patience: int = _option(0, "stop after this many epochs without a better --monitor value (0 = never stop early)")
+    decay_patience: int = _option(0, "halve the learning rate after this many epochs without a better --monitor "
+                                     "value (0 = constant learning rate)")
 
     # Captioning.
     max_decode_length: int = _option(0, "longest generated caption in words (0 = the training maximum)")
@@ -114,7 +116,8 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
 PREPROCESS_FLAGS = ("data_dir", "run_dir", "encoder", "weights", "limit", "min_word_count",
                     "max_caption_words", "extract_batch_size", "split_seed", "encoder_seed")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("embedding_dim", "units", "dropout", "epochs", "batch_size", "length_window",
-                                  "learning_rate", "seed", "resume", "monitor", "eval_every", "patience")
+                                  "learning_rate", "seed", "resume", "monitor", "eval_every", "patience",
+                                  "decay_patience")
 
 
 def run_script(main, *args) -> None:

@@ -78,6 +78,7 @@ class EpochBookkeeping(keras.callbacks.Callback):
         super().__init__()
         self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
+        self.last_decay = state.get("last_decay_epoch", 0)
         self.started = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -95,16 +96,26 @@ class EpochBookkeeping(keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch = row[column], done
             self.model.save(os.path.join(self.run_dir, BEST_MODEL))
+        decay, decayed = self.config.decay_patience, False
+        if decay and done - max(self.best_epoch, self.last_decay) >= decay:
+            # A plateau: smaller steps often find a better model than stopping would.
+            learning_rate = self.model.optimizer.learning_rate
+            learning_rate.assign(learning_rate * 0.5)
+            self.last_decay, decayed = done, True
         # The checkpoint first, then the state that points at it: a crash between the two
-        # only repeats one epoch.
+        # only repeats one epoch. The optimizer (learning rate included) is saved with the checkpoint.
         self.model.save(os.path.join(self.run_dir, LAST_MODEL))
         write_json(os.path.join(self.run_dir, STATE),
-                   {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch})
+                   {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
+                    "last_decay_epoch": self.last_decay, "learning_rate": float(self.model.optimizer.learning_rate)})
         append_history(os.path.join(self.run_dir, HISTORY), row)
         plot_training_curves(read_history(os.path.join(self.run_dir, HISTORY)), os.path.join(self.run_dir, CURVES))
         shown = "  ".join(f"{key} {row[key]:.4f}" for key in HISTORY_COLUMNS[1:-1] if key in row)
         print(f"epoch {done}/{self.config.epochs}  {shown}  ({row['seconds']:.0f} s)"
               + ("  (best so far: saved)" if improved else ""), flush=True)
+        if decayed:
+            print(f"no better {column} for {decay} epochs: learning rate halved to "
+                  f"{float(self.model.optimizer.learning_rate):.2e}")
         if patience_exhausted(done, self.best_epoch, self.config.patience):
             print(f"stopping early: no better {column} for {self.config.patience} epochs "
                   f"(best at epoch {self.best_epoch})")

@@ -89,3 +89,31 @@ def test_no_runs_yet_and_a_run_without_a_model(trained_run, tmp_path, monkeypatc
     assert [error.value for error in app.error] == [
         f"Run untrained cannot caption: {runs / 'untrained'}: no model.keras; run train.py "
         "(with the same --run_dir) first"]
+
+
+def test_model_loads_once_and_a_repeated_caption_comes_from_the_cache(trained_run, runs_dir, monkeypatch):
+    import captioner as captioner_module
+
+    calls = {"loads": 0, "encodes": 0}
+    original_init, original_features = captioner_module.Captioner.__init__, captioner_module.Captioner.image_features
+
+    def counting_init(self, *args, **kwargs):
+        calls["loads"] += 1
+        original_init(self, *args, **kwargs)
+
+    def counting_features(self, *args, **kwargs):
+        calls["encodes"] += 1
+        return original_features(self, *args, **kwargs)
+
+    monkeypatch.setattr(captioner_module.Captioner, "__init__", counting_init)
+    monkeypatch.setattr(captioner_module.Captioner, "image_features", counting_features)
+    _, image_bytes = sample_image_bytes(trained_run)
+    app = open_app(runs_dir, monkeypatch)
+    app.file_uploader[0].set_value(("photo.jpg", image_bytes, "image/jpeg"))
+    app.run()
+    first = app.markdown[0].value
+    app.run()  # the same image again: neither the model nor the image is processed again
+    assert calls == {"loads": 1, "encodes": 1} and app.markdown[0].value == first
+    app.sidebar.slider[0].set_value(5)  # another beam width: captioned again, with the loaded model
+    app.run()
+    assert calls == {"loads": 1, "encodes": 2} and app.text[0].value.startswith("best 3 of beam search, beam 5:")

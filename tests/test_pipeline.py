@@ -170,6 +170,20 @@ def test_train_monitor_val_loss_keeps_the_lowest_dev_loss(trained_run, tmp_path)
     assert state["best_epoch"] == best_row["epoch"] and state["best"] == pytest.approx(best_row["val_loss"])
 
 
+def test_learning_rate_halves_on_a_plateau_and_resume_keeps_it(trained_run, tmp_path, monkeypatch, capsys):
+    import train as train_module
+
+    # A dev score that never improves after epoch 1: a plateau from the start.
+    monkeypatch.setattr(train_module.DevScorer, "__call__", lambda self: {"dev_bleu4": 0.1, "dev_cider": 0.2})
+    run_dir = str(tmp_path / "run")
+    state = train(tiny_config(trained_run.data_dir, run_dir, epochs=3, decay_patience=1, learning_rate=0.001))
+    assert capsys.readouterr().out.count("learning rate halved") == 2
+    assert state["best_epoch"] == 1 and state["learning_rate"] == pytest.approx(0.001 / 4)
+    resumed = train(tiny_config(trained_run.data_dir, run_dir, epochs=4, decay_patience=1, learning_rate=0.001,
+                                resume=True))
+    assert resumed["learning_rate"] == pytest.approx(0.001 / 8)
+
+
 def test_predict_one_file_several_files_and_a_folder(trained_run, tmp_path):
     images = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
     names = sorted(os.listdir(images))[:3]
