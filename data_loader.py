@@ -225,11 +225,12 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     dataset = tf.data.Dataset.from_tensor_slices((feature_rows, caption_tokens))
     if shuffle:
         dataset = dataset.shuffle(len(feature_rows), seed=seed, reshuffle_each_iteration=True)
-        if length_window > 0:
-            dataset = dataset.batch(batch_size * length_window).map(sort_by_length).rebatch(batch_size)
-            dataset = dataset.shuffle(length_window, seed=seed + 1, reshuffle_each_iteration=True)
-            # rebatch hides the batch count from Keras, which then warns that the data "ran out".
-            batches = (len(feature_rows) + batch_size - 1) // batch_size
-            dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-            return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    return dataset.batch(batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if shuffle and length_window > 0:
+        dataset = dataset.batch(batch_size * length_window).map(sort_by_length).rebatch(batch_size)
+        dataset = dataset.shuffle(length_window, seed=seed + 1, reshuffle_each_iteration=True)
+        # rebatch hides the batch count from Keras, which then warns that the data "ran out".
+        batches = (len(feature_rows) + batch_size - 1) // batch_size
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    else:
+        dataset = dataset.batch(batch_size)
+    return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

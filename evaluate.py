@@ -45,10 +45,8 @@ def read_caption_file(path: str) -> Dict[str, str]:
     return {os.path.basename(name): caption for name, caption in content.items()}
 
 
-def run_captions(config: Config, split_images: List[str], image_rows: Dict[str, int], captioner) -> Dict[str, str]:
-    from feature_store import open_features
-
-    features, _ = open_features(captioner.run_dir, captioner.metadata)
+def run_captions(config: Config, split_images: List[str], features, image_rows: Dict[str, int],
+                 captioner) -> Dict[str, str]:
     scored = [name for name in split_images if name in image_rows]
     generated = captioner.caption_features(features[[image_rows[name] for name in scored]], config.decode_batch_size)
     return dict(zip(scored, generated))
@@ -89,12 +87,13 @@ def evaluate(config: Config) -> dict:
         warn_if_untrained(captioner)
         with open(os.path.join(run_dir, "captions.json"), encoding="utf-8") as handle:
             references = json.load(handle)
-        _, image_rows = open_features(run_dir, captioner.metadata)
+        features, image_rows = open_features(run_dir, captioner.metadata)
         split_images = list(references[config.split])
         missing = [name for name in split_images if name not in image_rows]
         reasons = {name: kind for kind, names in captioner.metadata["skipped_images"].items() for name in names}
         report_missing(config.split, split_images, missing, reasons)
-        generated = run_captions(config, split_images, image_rows, captioner) if len(missing) < len(split_images) else {}
+        generated = run_captions(config, split_images, features, image_rows, captioner) \
+            if len(missing) < len(split_images) else {}
         image_dir = captioner.metadata.get("image_dir", "")
         source = {"run_dir": run_dir, "encoder": captioner.metadata["encoder"],
                   "weights": captioner.metadata["weights"], "decoding": captioner.decoding()}

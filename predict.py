@@ -44,11 +44,11 @@ def predict(config: Config) -> dict:
     paths, any_folder = expand_paths(config.image_path)
     if not paths:
         raise ValueError(f"--image_path {' '.join(config.image_path)}: no image files found")
+    if config.top < 1:
+        raise ValueError(f"--top must be at least 1, got {config.top}")
     captioner = Captioner(config.resolved_run_dir(), config.max_decode_length, config.beam_size, config.length_penalty)
     print(f"{captioner.describe()}; decoding: {captioner.decoding()}", file=sys.stderr)
     warn_if_untrained(captioner)
-    if config.top < 1:
-        raise ValueError(f"--top must be at least 1, got {config.top}")
     captions, errors = captioner.caption_files(paths, config.decode_batch_size, config.top)
     for error in errors:
         print(f"skipped {error}", file=sys.stderr)

@@ -147,6 +147,8 @@ def load_run(run_dir: str):
 
 
 def train(config: Config) -> dict:
+    if config.eval_every < 1:
+        raise ValueError(f"--eval_every must be at least 1, got {config.eval_every}")
     run_dir = config.resolved_run_dir()
     if not os.path.exists(os.path.join(run_dir, METADATA)):
         print(f"{run_dir} has no features yet: running preprocess first")
@@ -172,8 +174,6 @@ def train(config: Config) -> dict:
         monitor = "loss"
         print("warning: no dev images with features; keeping the model with the lowest training loss",
               file=sys.stderr)
-    if config.eval_every < 1:
-        raise ValueError(f"--eval_every must be at least 1, got {config.eval_every}")
 
     state_path, last_path = os.path.join(run_dir, STATE), os.path.join(run_dir, LAST_MODEL)
     state = {"epochs_done": 0, "monitor": monitor, "best": None, "best_epoch": 0}
