@@ -5,15 +5,19 @@
     CAPTION_RUNS_DIR=/path/to/runs streamlit run app.py
 
 Lists the trained runs under `runs/` (or $CAPTION_RUNS_DIR), captions uploaded images or images of
-the bundled sample with the greedy caption and the best beams, and shows the run's encoder and weights.
+the bundled sample with the greedy caption and the best beams (and, for an attention run, where it
+looked for each word), and shows the run's encoder and weights.
 The model and encoder of a run are loaded once and cached; a caption already computed for the same
 image bytes and settings is reused at once.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from typing import List
+
+from PIL import Image
 
 import streamlit as st
 
@@ -22,6 +26,8 @@ from config import PROJECT_DIR, SAMPLE_DATA_DIR, quiet_tensorflow
 quiet_tensorflow()
 
 from captioner import Captioner  # noqa: E402
+from encoders import load_image  # noqa: E402
+from report import attention_figure  # noqa: E402
 
 RUNS_DIR = os.environ.get("CAPTION_RUNS_DIR", os.path.join(PROJECT_DIR, "runs"))
 SAMPLE_IMAGES = os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset")
@@ -53,10 +59,18 @@ def caption_image(run_dir: str, image_bytes: bytes, suffix: str, beam_size: int,
         with open(path, "wb") as handle:
             handle.write(image_bytes)
         _, features, errors = captioner.image_features([path])
-    if errors:
-        return {"error": errors[0].kind}
-    return {"greedy": captioner.caption_features(features, beam_size=1)[0],
-            "beams": captioner.top_captions(features, top, beam_size=beam_size)[0]}
+        if errors:
+            return {"error": errors[0].kind}
+        greedy = captioner.caption_features(features, beam_size=1)[0]
+        result = {"greedy": greedy, "beams": captioner.top_captions(features, top, beam_size=beam_size)[0]}
+        if captioner.has_attention:
+            weights = captioner.attention_maps(features, [greedy])[0]
+            pixels, _ = load_image(path, 224)
+            figure = attention_figure(Image.fromarray(pixels.astype("uint8")), greedy.split(), weights)
+            png = io.BytesIO()
+            figure.save(png, format="PNG")
+            result["attention_map"] = png.getvalue()
+    return result
 
 
 def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, top: int) -> None:
@@ -72,6 +86,9 @@ def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, to
     lines = [f"{rank}. {text}  (log-probability {log_probability:.2f})"
              for rank, (text, log_probability) in enumerate(result["beams"], 1)]
     right.text(f"best {len(lines)} of beam search, beam {beam_size}:\n" + "\n".join(lines))
+    if "attention_map" in result:
+        st.image(result["attention_map"], caption="where the attention decoder looked for each word of the greedy "
+                 "caption (bright: most attended; the label gives the largest weight)", width="stretch")
 
 
 def main() -> None:

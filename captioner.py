@@ -11,9 +11,11 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from decoding import CaptionDecoder
+import attention  # noqa: F401  (registers the attention layer, so attention models load)
+from decoding import CaptionDecoder, is_attention_model
 from encoders import ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches
-from vocabulary import Vocabulary
+from feature_store import feature_shape
+from vocabulary import END_ID, UNK_ID, Vocabulary
 
 
 def check_top(top: int, beam_size: int) -> None:
@@ -37,13 +39,15 @@ class Captioner:
         self.model = keras.models.load_model(model_path, compile=False)
         self.max_length = max_decode_length or self.metadata["max_caption_length"]
         self.decoder = CaptionDecoder(self.model, self.max_length)
+        self.has_attention = is_attention_model(self.model)
         if beam_size < 1:
             raise ValueError(f"--beam_size must be at least 1, got {beam_size}")
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self._encoder = None
 
     def describe(self) -> str:
-        return f"encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
+        decoder = "attention" if self.has_attention else "merge"
+        return f"{decoder} decoder, encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
 
     def caption_features(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0) -> List[str]:
         """The best caption of each image, with the run's beam width unless `beam_size` is given."""
@@ -72,7 +76,7 @@ class Captioner:
         """The encoder recorded in the metadata, with the same weights (and seed, when untrained)."""
         if self._encoder is None:
             self._encoder = build_encoder(self.metadata["encoder"], self.metadata["weights"],
-                                          self.metadata["encoder_seed"])
+                                          self.metadata["encoder_seed"], self.metadata.get("features", "global"))
         return self._encoder
 
     def image_features(self, paths: Sequence[str],
@@ -85,8 +89,21 @@ class Captioner:
             if len(pixels):
                 vectors.append(encode_pixels(self.encoder(), pixels))
             errors += [error for _, error in failures]
-        dim = self.metadata["feature_dim"]
-        return kept, (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), errors
+        if not vectors:
+            return kept, np.zeros((0, *feature_shape(self.metadata)), np.float32), errors
+        # Rounded to the store's precision, so a file gets exactly the features preprocess stored for it.
+        precision = self.metadata["feature_store"]["dtype"]
+        return kept, np.concatenate(vectors).astype(precision).astype(np.float32), errors
+
+    def attention_maps(self, image_features: np.ndarray, captions: Sequence[str]) -> List[np.ndarray]:
+        """For each image and caption: attention weights (words, regions) behind each word of the caption."""
+        if not self.has_attention:
+            raise ValueError(f"{self.run_dir} has a merge decoder, which has no attention map; "
+                             f"train with --decoder attention")
+        token_ids = [[self.vocabulary.ids.get(word, UNK_ID) for word in caption.split()] + [END_ID]
+                     for caption in captions]
+        weights = attention.attention_weights(self.model, image_features, token_ids)
+        return [image_weights[:len(ids) - 1] for image_weights, ids in zip(weights, token_ids)]
 
     def caption_files(self, paths: Sequence[str], batch_size: int = 256,
                       top: int = 1) -> Tuple[Dict[str, object], List[ImageError]]:

@@ -32,14 +32,24 @@ class Config:
     limit: int = _option(0, "keep only the first N images of each split (0 = all)")
     min_word_count: int = _option(5, "words seen fewer times in the training captions become <unk>")
     max_caption_words: int = _option(40, "longer training captions are cut to this many words")
+    features: str = _option("global", "what preprocess stores per image: one pooled vector (global, for the merge "
+                            "decoder) or the last convolutional map, one vector per region (spatial, float16, for "
+                            "the attention decoder)", choices=("global", "spatial"))
     extract_batch_size: int = _option(32, "images per encoder batch during feature extraction")
     split_seed: int = _option(1234, "seed of the 75/12.5/12.5 split drawn when a dataset has no split files")
     encoder_seed: int = _option(7, "seed that makes an untrained (--weights none) encoder reproducible")
 
-    # Decoder (the merge architecture).
+    # Decoder.
+    decoder: str = _option("merge", "merge: the LSTM reads words, the image joins after it (Tanti et al.); "
+                           "attention: soft attention over image regions (Xu et al.), needs --features spatial "
+                           "(train.py picks it when it runs preprocess itself)", choices=("merge", "attention"))
     embedding_dim: int = _option(256, "word embedding size")
     units: int = _option(256, "LSTM size, and size of the image projection")
-    dropout: float = _option(0.5, "dropout on image features and on word embeddings")
+    dropout: float = _option(0.5, "dropout on image features and on word embeddings (attention: on word "
+                                  "embeddings and before the word choice)")
+    attention_units: int = _option(256, "attention decoder: size of the layer that scores each image region")
+    attention_regularization: float = _option(1.0, "attention decoder: weight of the doubly stochastic penalty, "
+                                                   "which asks every region to get attention over a caption")
 
     # Training.
     epochs: int = _option(20, "training epochs")
@@ -69,6 +79,8 @@ class Config:
                                   "generated caption, references and per-image scores, best and worst first")
     image_path: list = _option(None, "image file(s) or a folder of images", nargs="+")
     output: str = _option("", "also write the captions to this JSON file")
+    attention_map: str = _option("", "attention decoder: draw where it looked for each word into this PNG "
+                                     "(several images: one file each, OUT_<image name>.png)")
 
     def resolved_run_dir(self) -> str:
         if self.run_dir:
@@ -114,8 +126,9 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
 
 
 PREPROCESS_FLAGS = ("data_dir", "run_dir", "encoder", "weights", "limit", "min_word_count",
-                    "max_caption_words", "extract_batch_size", "split_seed", "encoder_seed")
-TRAIN_FLAGS = PREPROCESS_FLAGS + ("embedding_dim", "units", "dropout", "epochs", "batch_size", "length_window",
+                    "max_caption_words", "features", "extract_batch_size", "split_seed", "encoder_seed")
+TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout", "attention_units",
+                                  "attention_regularization", "epochs", "batch_size", "length_window",
                                   "learning_rate", "seed", "resume", "monitor", "eval_every", "patience",
                                   "decay_patience")
 

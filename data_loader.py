@@ -197,11 +197,11 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     """
     import tensorflow as tf
 
-    feature_dim = features.shape[1]
+    feature_shape = tuple(features.shape[1:])  # (dim,), or (regions, channels) for spatial features
 
     def gather(rows):
         order = np.argsort(rows)  # a sorted read is sequential on a memory map
-        gathered = np.empty((len(rows), feature_dim), np.float32)
+        gathered = np.empty((len(rows), *feature_shape), np.float32)  # float16 stores are widened here
         gathered[order] = features[rows[order]]
         return gathered
 
@@ -209,7 +209,7 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     @tf.autograph.experimental.do_not_convert
     def to_model_inputs(rows, tokens):
         image_features = tf.numpy_function(gather, [rows], tf.float32)
-        image_features.set_shape([None, feature_dim])
+        image_features.set_shape([None, *feature_shape])
         # Cut the padding that no caption of this batch needs: most captions are far shorter than the longest.
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1))
         tokens = tokens[:, :longest]

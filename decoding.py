@@ -1,7 +1,9 @@
-"""Batched greedy and beam-search decoding with the trained merge decoder.
+"""Batched greedy and beam-search decoding with a trained decoder (merge or attention).
 
 Each step runs the LSTM cell once for a whole batch of images (times beams), carrying its state,
 inside one compiled tf.function: no `model.predict` per word per image, no re-reading of the prefix.
+The two decoders differ only in how one step turns a word and the state into next-word
+probabilities (`MergeSteps`, `AttentionSteps`); the search around them is shared.
 Rules shared by both: <pad> and <start> are never generated, <end> is not allowed as the first word
 (so no caption is empty), and a caption that never ends is cut at `max_length` words and kept.
 """
@@ -23,15 +25,56 @@ class Hypothesis:
     score: float  # log_probability, divided by length ** length_penalty
 
 
-class CaptionDecoder:
-    def __init__(self, model, max_length: int):
-        self.max_length = max_length
-        self.embedding = model.get_layer("word_embedding")
+class MergeSteps:
+    """One step of the merge decoder: the LSTM reads the word; the projected image joins its output."""
+
+    def __init__(self, model):
         self.cell = model.get_layer("caption_lstm").cell
         self.image_projection = model.get_layer("image_projection")
         self.merged_projection = model.get_layer("merged_projection")
         self.next_word = model.get_layer("next_word")
-        self.vocabulary_size = self.next_word.units
+
+    def start(self, image_features):
+        """(per-image constants, initial LSTM state) for a batch of images."""
+        zeros = tf.zeros([tf.shape(image_features)[0], self.cell.units])
+        return [self.image_projection(image_features)], [zeros, zeros]
+
+    def probabilities(self, word, state, constants):
+        output, state = self.cell(word, state)
+        return self.next_word(self.merged_projection(output + constants[0])), state
+
+
+class AttentionSteps:
+    """One step of the attention decoder: attend over the regions, read the word and the context."""
+
+    def __init__(self, model):
+        self.region_projection = model.get_layer("region_projection")
+        self.attention = model.get_layer("attention_lstm")
+        self.output_projection = model.get_layer("output_projection")
+        self.context_projection = model.get_layer("context_projection")
+        self.next_word = model.get_layer("next_word")
+
+    def start(self, image_features):
+        regions = self.region_projection(image_features)
+        keys, state = self.attention.start(regions)
+        return [regions, keys], state
+
+    def probabilities(self, word, state, constants):
+        output, state, context, _ = self.attention.step(word, state, constants[0], constants[1])
+        hidden = tf.tanh(word + self.output_projection(output) + self.context_projection(context))
+        return self.next_word(hidden), state
+
+
+def is_attention_model(model) -> bool:
+    return any(layer.name == "attention_lstm" for layer in model.layers)
+
+
+class CaptionDecoder:
+    def __init__(self, model, max_length: int):
+        self.max_length = max_length
+        self.embedding = model.get_layer("word_embedding")
+        self.steps = AttentionSteps(model) if is_attention_model(model) else MergeSteps(model)
+        self.vocabulary_size = model.get_layer("next_word").units
         banned = np.zeros((2, self.vocabulary_size), np.float32)
         banned[:, [PAD_ID, START_ID]] = -np.inf
         banned[0, END_ID] = -np.inf  # row 0: the first word
@@ -39,21 +82,19 @@ class CaptionDecoder:
         self._greedy = tf.function(self._greedy_batch, reduce_retracing=True)
         self._beam = tf.function(self._beam_batch, reduce_retracing=True)
 
-    def _log_probabilities(self, tokens, state, image, step):
+    def _log_probabilities(self, tokens, state, constants, step):
         # The embedding table is read directly: the layer would attach a padding mask the cell cannot use.
-        output, state = self.cell(tf.gather(self.embedding.embeddings, tokens), state)
-        probabilities = self.next_word(self.merged_projection(output + image))
+        probabilities, state = self.steps.probabilities(tf.gather(self.embedding.embeddings, tokens), state, constants)
         return tf.math.log(probabilities) + self.banned[tf.minimum(step, 1)], state
 
     def _greedy_batch(self, image_features):
         batch = tf.shape(image_features)[0]
-        image = self.image_projection(image_features)
-        state = [tf.zeros([batch, self.cell.units]), tf.zeros([batch, self.cell.units])]
+        constants, state = self.steps.start(image_features)
         token = tf.fill([batch], START_ID)
         finished = tf.zeros([batch], tf.bool)
         tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
         for step in tf.range(self.max_length + 1):
-            log_probabilities, state = self._log_probabilities(token, state, image, step)
+            log_probabilities, state = self._log_probabilities(token, state, constants, step)
             token = tf.argmax(log_probabilities, axis=-1, output_type=tf.int32)
             token = tf.where(finished, PAD_ID, token)
             tokens = tokens.write(step, token)
@@ -65,8 +106,9 @@ class CaptionDecoder:
     def _beam_batch(self, image_features, beam_size: int):
         batch, beams, words = tf.shape(image_features)[0], beam_size, self.vocabulary_size
         steps = self.max_length + 1
-        image = tf.repeat(self.image_projection(image_features), beams, axis=0)
-        state = [tf.zeros([batch * beams, self.cell.units]), tf.zeros([batch * beams, self.cell.units])]
+        constants, state = self.steps.start(image_features)
+        constants = [tf.repeat(constant, beams, axis=0) for constant in constants]
+        state = [tf.repeat(part, beams, axis=0) for part in state]
         # Only the first beam is alive at the start, so the beams do not all repeat one caption.
         scores = tf.tile(tf.constant([[0.0] + [-np.inf] * (beam_size - 1)]), [batch, 1])
         finished = tf.zeros([batch, beams], tf.bool)
@@ -76,14 +118,14 @@ class CaptionDecoder:
         # A finished beam may only be extended by <pad>, at no cost.
         pad_only = tf.where(tf.range(words) == PAD_ID, 0.0, -np.inf)
         for step in tf.range(steps):
-            log_probabilities, state = self._log_probabilities(tf.reshape(token, [-1]), state, image, step)
+            log_probabilities, state = self._log_probabilities(tf.reshape(token, [-1]), state, constants, step)
             log_probabilities = tf.reshape(log_probabilities, [batch, beams, words])
             log_probabilities = tf.where(finished[:, :, None], pad_only, log_probabilities)
             candidates = tf.reshape(scores[:, :, None] + log_probabilities, [batch, beams * words])
             scores, best = tf.math.top_k(candidates, k=beams)
             parent, token = best // words, best % words
-            state = [tf.reshape(tf.gather(tf.reshape(s, [batch, beams, self.cell.units]), parent, batch_dims=1),
-                            [batch * beams, self.cell.units]) for s in state]
+            state = [tf.reshape(tf.gather(tf.reshape(part, [batch, beams, -1]), parent, batch_dims=1), tf.shape(part))
+                     for part in state]
             was_finished = tf.gather(finished, parent, batch_dims=1)
             lengths = tf.gather(lengths, parent, batch_dims=1) + tf.cast(~was_finished, tf.int32)
             sequences = tf.gather(sequences, parent, batch_dims=1)

@@ -27,13 +27,18 @@ class EncoderSpec:
     input_size: int
     output_layer: Optional[str]  # a named layer of the full model, or None for global average pooling
     feature_dim: int
+    spatial_layer: Optional[str]  # the last convolutional map, or None for the headless model's output
+    spatial_shape: Tuple[int, int]  # (regions, channels) of that map
+
+    def feature_shape(self, features: str) -> Tuple[int, ...]:
+        return self.spatial_shape if features == "spatial" else (self.feature_dim,)
 
 
 ENCODERS: Dict[str, EncoderSpec] = {
-    "vgg16": EncoderSpec("vgg16", "VGG16", 224, "fc2", 4096),
-    "xception": EncoderSpec("xception", "Xception", 299, None, 2048),
-    "inception_v3": EncoderSpec("inception_v3", "InceptionV3", 299, None, 2048),
-    "mobilenet_v2": EncoderSpec("mobilenet_v2", "MobileNetV2", 224, None, 1280),
+    "vgg16": EncoderSpec("vgg16", "VGG16", 224, "fc2", 4096, "block5_conv3", (14 * 14, 512)),
+    "xception": EncoderSpec("xception", "Xception", 299, None, 2048, None, (10 * 10, 2048)),
+    "inception_v3": EncoderSpec("inception_v3", "InceptionV3", 299, None, 2048, None, (8 * 8, 2048)),
+    "mobilenet_v2": EncoderSpec("mobilenet_v2", "MobileNetV2", 224, None, 1280, None, (7 * 7, 1280)),
 }
 
 
@@ -82,16 +87,16 @@ def load_image(path: str, size: int) -> Tuple[np.ndarray, Optional[str]]:
         raise ImageError("corrupt or truncated image", path, str(error)) from None
 
 
-def open_encoder(encoder: str, weights: str, on_sample: bool, seed: int):
+def open_encoder(encoder: str, weights: str, on_sample: bool, seed: int, features: str = "global"):
     """Builds the encoder; returns (model, the weights actually used).
 
     `auto` means ImageNet weights where they can be had. Where they cannot (no network), the bundled
     sample goes on with an untrained encoder and a loud warning, and a real dataset stops.
     """
     if weights != "auto":
-        return build_encoder(encoder, weights, seed), weights
+        return build_encoder(encoder, weights, seed, features), weights
     try:
-        return build_encoder(encoder, "imagenet", seed), "imagenet"
+        return build_encoder(encoder, "imagenet", seed, features), "imagenet"
     except Exception as error:  # any download failure: DNS, refused connection, HTTP error
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
     if not on_sample:
@@ -100,11 +105,12 @@ def open_encoder(encoder: str, weights: str, on_sample: bool, seed: int):
     print("WARNING: ImageNet weights cannot be downloaded here, so the bundled sample uses an UNTRAINED "
           "encoder (--weights none). Its captions rest on colour and layout, not learned visual concepts.",
           file=sys.stderr)
-    return build_encoder(encoder, "none", seed), "none"
+    return build_encoder(encoder, "none", seed, features), "none"
 
 
-def build_encoder(encoder: str, weights: str, seed: int = 7):
-    """The frozen encoder as a Keras model from pixels (0-255) to one feature vector per image."""
+def build_encoder(encoder: str, weights: str, seed: int = 7, features: str = "global"):
+    """The frozen encoder as a Keras model from pixels (0-255) to one feature vector per image
+    (`features="global"`), or to one vector per region of its last convolutional map ("spatial")."""
     import keras
 
     if encoder not in ENCODERS:
@@ -122,21 +128,26 @@ def build_encoder(encoder: str, weights: str, seed: int = 7):
         keras_weights = weights
     else:
         raise ValueError(f"--weights {weights}: not 'auto', 'imagenet', 'none' or an existing weights file")
-    include_top = spec.output_layer is not None
+    spatial = features == "spatial"
+    include_top = spec.output_layer is not None and not spatial
     try:
         with warnings.catch_warnings():
             # Keras 3 notes weightless sublayers (ReLU, Add) it finds no group for; every weight still loads.
             warnings.filterwarnings("ignore", message="Skipping nested container")
             base = model_class(weights=keras_weights, include_top=include_top, input_shape=shape,
-                               pooling=None if include_top else "avg")
+                               pooling=None if include_top or spatial else "avg")
     except ValueError as error:
         if keras_weights not in (None, "imagenet"):
             raise ValueError(f"--weights {weights}: does not fit {spec.model_class} "
                              f"(include_top={include_top}): {str(error).splitlines()[0]}") from None
         raise
-    features = base.get_layer(spec.output_layer).output if include_top else base.output
+    if spatial:
+        feature_map = base.get_layer(spec.spatial_layer).output if spec.spatial_layer else base.output
+        outputs = keras.layers.Reshape(spec.spatial_shape, name="regions")(feature_map)
+    else:
+        outputs = base.get_layer(spec.output_layer).output if include_top else base.output
     pixels = keras.Input(shape=shape, name="pixels")
-    trunk = keras.Model(base.input, features)
+    trunk = keras.Model(base.input, outputs)
     encoder_model = keras.Model(pixels, trunk(module.preprocess_input(pixels)), name=f"{encoder}_encoder")
     encoder_model.trainable = False
     return encoder_model
@@ -184,7 +195,7 @@ def load_batches(paths: Sequence[str], size: int, batch_size: int) -> Iterator[
 
 def encode_pixels(encoder_model, pixels: np.ndarray) -> np.ndarray:
     if len(pixels) == 0:
-        return np.zeros((0, encoder_model.output_shape[-1]), np.float32)
+        return np.zeros((0, *encoder_model.output_shape[1:]), np.float32)
     return np.asarray(encoder_model.predict_on_batch(pixels), dtype=np.float32)
 
 

@@ -1,6 +1,6 @@
 """An append-only, crash-safe store of image features keyed by image name.
 
-Two files: `<name>.bin`, raw float rows, memory-mapped for reading; `<name>.index`, one image name
+Two files: `<name>.bin`, raw float rows (a spatial feature map is one flattened row), memory-mapped for reading; `<name>.index`, one image name
 per line, row order, with an optional note after a tab (e.g. how the image had to be converted).
 A batch is written as rows first (flushed to disk), then names; on opening, rows beyond the last
 complete name are cut off. An interrupted extraction therefore loses at most
@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 
 
 class FeatureStore:
-    def __init__(self, directory: str, name: str, feature_dim: int, dtype: str = "float32",
+    def __init__(self, directory: str, name: str, feature_shape: int | Sequence[int], dtype: str = "float32",
                  identity: Dict[str, str] | None = None):
-        """Opens (creating if needed) the store; an existing store made by another encoder is replaced."""
+        """Opens (creating if needed) the store; an existing store made by another encoder is replaced.
+
+        `feature_shape`: the size of one image's vector, or the (regions, channels) of its feature map.
+        """
         os.makedirs(directory, exist_ok=True)
         self.rows_path = os.path.join(directory, name + ".bin")
         self.index_path = os.path.join(directory, name + ".index")
         self.header_path = os.path.join(directory, name + ".json")
-        self.feature_dim = feature_dim
+        self.feature_shape = (feature_shape,) if isinstance(feature_shape, int) else tuple(feature_shape)
+        self.feature_dim = int(np.prod(self.feature_shape))
         self.dtype = np.dtype(dtype)
-        header = {"feature_dim": feature_dim, "dtype": self.dtype.name, **(identity or {})}
+        header = {"feature_dim": self.feature_dim, "dtype": self.dtype.name, **(identity or {})}
+        if len(self.feature_shape) > 1:
+            header["feature_shape"] = list(self.feature_shape)
         if os.path.exists(self.header_path):
             with open(self.header_path, encoding="utf-8") as handle:
                 if json.load(handle) != header:
@@ -65,8 +71,8 @@ class FeatureStore:
 
     def append(self, names: Iterable[str], vectors: np.ndarray, notes: Dict[str, str] | None = None) -> None:
         names, notes = list(names), notes or {}
-        if len(names) != len(vectors) or (len(vectors) and vectors.shape[1:] != (self.feature_dim,)):
-            raise ValueError(f"expected {len(names)} vectors of size {self.feature_dim}, got {vectors.shape}")
+        if len(names) != len(vectors) or (len(vectors) and vectors.shape[1:] != self.feature_shape):
+            raise ValueError(f"expected {len(names)} features of shape {self.feature_shape}, got {vectors.shape}")
         with open(self.rows_path, "ab") as handle:
             handle.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
             handle.flush()
@@ -81,15 +87,20 @@ class FeatureStore:
         self.notes.update(notes)
 
     def matrix(self) -> np.ndarray:
-        """All rows as a read-only memory map (nothing is loaded until it is read)."""
+        """All features, shape (images, *feature_shape), as a read-only memory map (read only when indexed)."""
         if not self.names:
-            return np.zeros((0, self.feature_dim), self.dtype)
-        return np.memmap(self.rows_path, dtype=self.dtype, mode="r", shape=(len(self.names), self.feature_dim))
+            return np.zeros((0, *self.feature_shape), self.dtype)
+        return np.memmap(self.rows_path, dtype=self.dtype, mode="r", shape=(len(self.names), *self.feature_shape))
+
+
+def feature_shape(metadata: dict) -> tuple[int, ...]:
+    """(feature_dim,) for a run with one vector per image, (regions, channels) for spatial features."""
+    return tuple(metadata.get("feature_shape", [metadata["feature_dim"]]))
 
 
 def open_features(run_dir: str, metadata: dict) -> tuple[np.ndarray, Dict[str, int]]:
     """The run's features as (memory map, image name -> row), as recorded in its metadata."""
     store_info = metadata["feature_store"]
-    store = FeatureStore(run_dir, store_info["name"], metadata["feature_dim"], store_info["dtype"],
+    store = FeatureStore(run_dir, store_info["name"], feature_shape(metadata), store_info["dtype"],
                          store_info["identity"])
     return store.matrix(), dict(store.rows)

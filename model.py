@@ -35,6 +35,22 @@ def build_merge_model(config: Config, vocabulary_size: int, feature_dim: int) ->
     return keras.Model([image_features, caption_tokens], next_word, name="merge_captioner")
 
 
+def build_model(config: Config, vocabulary_size: int, feature_shape: tuple) -> keras.Model:
+    """The decoder named by `config.decoder`, for features of `feature_shape` (see the run's metadata)."""
+    if config.decoder == "attention":
+        if len(feature_shape) != 2:
+            raise ValueError("--decoder attention needs one feature vector per image region, but this run folder "
+                             "holds one vector per image: run preprocess.py --features spatial into a new --run_dir")
+        from attention import build_attention_model
+
+        return build_attention_model(config, vocabulary_size, feature_shape)
+    if len(feature_shape) != 1:
+        raise ValueError("the merge decoder needs one feature vector per image, but this run folder holds "
+                         "spatial features: use --decoder attention, or preprocess into a new --run_dir "
+                         "without --features spatial")
+    return build_merge_model(config, vocabulary_size, feature_shape[0])
+
+
 def compile_model(model: keras.Model, learning_rate: float) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   # Averaged over real words only: padding carries weight 0 and must not dilute the loss.

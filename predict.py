@@ -3,6 +3,7 @@
     python predict.py --image_path photo.jpg
     python predict.py --image_path a.jpg b.jpg folder/ --output captions.json
     python predict.py --image_path photo.jpg --beam_size 5 --top 3
+    python predict.py --image_path photo.jpg --run_dir runs/attention --attention_map photo_attention.png
 
 One image: prints its caption. Several files or a folder: one `path<TAB>caption` line each.
 `--top N`: the N best beams of each image, with their log-probabilities.
@@ -14,15 +15,19 @@ import os
 import sys
 from typing import List
 
+from PIL import Image
+
 from config import Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
 from captioner import Captioner, warn_if_untrained  # noqa: E402
+from encoders import load_image  # noqa: E402
+from report import attention_figure  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "beam_size",
-                 "length_penalty", "top", "output")
+                 "length_penalty", "top", "output", "attention_map")
 
 
 def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:
@@ -38,6 +43,28 @@ def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:
     return paths, any_folder
 
 
+def attention_map_path(target: str, image_path: str, single: bool) -> str:
+    if single:
+        return target
+    root, extension = os.path.splitext(target)
+    return f"{root}_{os.path.splitext(os.path.basename(image_path))[0]}{extension or '.png'}"
+
+
+def write_attention_maps(captioner: Captioner, captions: dict, target: str, single: bool) -> List[str]:
+    """Draws the attention behind each image's shown caption (the best beam with --top); returns the files."""
+    texts = {path: caption if isinstance(caption, str) else caption[0][0] for path, caption in captions.items()}
+    paths = list(texts)
+    _, features, _ = captioner.image_features(paths)  # encoded again: the encoder is loaded, it is one pass
+    written = []
+    size = 224
+    for path, weights in zip(paths, captioner.attention_maps(features, [texts[path] for path in paths])):
+        pixels, _ = load_image(path, size)
+        out = attention_map_path(target, path, single)
+        attention_figure(Image.fromarray(pixels.astype("uint8")), texts[path].split(), weights, size=size).save(out)
+        written.append(out)
+    return written
+
+
 def predict(config: Config) -> dict:
     if not config.image_path:
         raise ValueError("--image_path: give an image file, several files, or a folder")
@@ -49,6 +76,9 @@ def predict(config: Config) -> dict:
     captioner = Captioner(config.resolved_run_dir(), config.max_decode_length, config.beam_size, config.length_penalty)
     print(f"{captioner.describe()}; decoding: {captioner.decoding()}", file=sys.stderr)
     warn_if_untrained(captioner)
+    if config.attention_map and not captioner.has_attention:
+        raise ValueError(f"--attention_map: {captioner.run_dir} has a merge decoder, which does not attend to "
+                         f"image regions; train one with --decoder attention")
     captions, errors = captioner.caption_files(paths, config.decode_batch_size, config.top)
     for error in errors:
         print(f"skipped {error}", file=sys.stderr)
@@ -73,6 +103,9 @@ def predict(config: Config) -> dict:
             json.dump({"run_dir": captioner.run_dir, "encoder": captioner.metadata["encoder"],
                        "weights": captioner.metadata["weights"], "captions": captions,
                        "skipped": {str(error).split(":")[0]: error.kind for error in errors}}, handle, indent=1)
+    if config.attention_map and captions:
+        for path in write_attention_maps(captioner, captions, config.attention_map, single):
+            print(f"attention map: {path}", file=sys.stderr)
     # Files named one by one must all work; a folder's bad files are skipped and counted.
     return 1 if errors and not any_folder else 0
 

@@ -50,15 +50,21 @@ def preprocess(config: Config) -> dict:
     run_dir = config.resolved_run_dir()
     spec = ENCODERS[config.encoder]
     encoder_model, weights = open_encoder(config.encoder, config.weights, is_bundled_sample(config.data_dir),
-                                          config.encoder_seed)
+                                          config.encoder_seed, config.features)
     if os.path.isfile(weights):
         weights = os.path.abspath(weights)  # predict.py may run from another folder
     save_config(config, run_dir, "preprocess")
 
     identity = {"encoder": config.encoder, "weights": weights,
                 "encoder_seed": str(config.encoder_seed) if weights == "none" else ""}
-    store_name = f"features_{config.encoder}"
-    store = FeatureStore(run_dir, store_name, spec.feature_dim, "float32", identity)
+    spatial = config.features == "spatial"
+    store_name = f"features_{config.encoder}" + ("_spatial" if spatial else "")
+    # A spatial map is 25-50x larger than a pooled vector; half precision halves the disk and the reads.
+    # Not for an untrained encoder: its activations can lie far below float16's range (MobileNetV2's
+    # are about 1e-11) and would all round to zero.
+    dtype = "float16" if spatial and weights != "none" else "float32"
+    shape = spec.feature_shape(config.features)
+    store = FeatureStore(run_dir, store_name, shape, dtype, identity)
     if store.replaced:
         print(f"note: {store_name} was made with other encoder settings; extracting again", file=sys.stderr)
 
@@ -67,7 +73,8 @@ def preprocess(config: Config) -> dict:
     skipped: Dict[str, List[str]] = defaultdict(list)
     converted: Dict[str, List[str]] = defaultdict(list)
     print(f"{dataset.name}: {len(wanted)} images in the splits, {len(wanted) - len(todo)} already extracted, "
-          f"{len(todo)} to go ({config.encoder}, weights: {weights})")
+          f"{len(todo)} to go ({config.encoder} {config.features} features {'x'.join(map(str, shape))}, "
+          f"weights: {weights})")
     paths = [dataset.image_path(name) for name in todo]
     with tqdm(total=len(todo), unit="img", desc="features", disable=not todo) as progress:
         for indices, pixels, failures, conversions in load_batches(paths, spec.input_size, config.extract_batch_size):
@@ -103,8 +110,10 @@ def preprocess(config: Config) -> dict:
         "weights": weights,
         "encoder_seed": config.encoder_seed,
         "input_size": spec.input_size,
-        "feature_dim": spec.feature_dim,
-        "feature_store": {"name": store_name, "dtype": "float32", "identity": identity},
+        "features": config.features,
+        "feature_dim": shape[-1],
+        "feature_shape": list(shape),
+        "feature_store": {"name": store_name, "dtype": dtype, "identity": identity},
         "vocabulary_size": len(vocabulary),
         "min_word_count": config.min_word_count,
         "max_caption_length": max_length,

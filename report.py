@@ -138,3 +138,42 @@ def write_report(entries: List[dict], html_path: str, png_path: str, title: str,
     for index, tile in enumerate(tiles):
         grid.paste(tile, ((index % columns) * width, 30 + (index // columns) * height))
     grid.save(png_path)
+
+
+def attention_figure(image: Image.Image, words: Sequence[str], weights, columns: int = 5,
+                     size: int = 224) -> Image.Image:
+    """The image, then one panel per word: the image lit where the decoder looked for that word.
+
+    `weights` holds one row per word, one weight per region of the encoder's square feature map
+    (7 x 7 for MobileNetV2, 14 x 14 for VGG16); each row is stretched over the picture with bilinear
+    smoothing and scaled from its least (dark) to its most attended region (full brightness). Since
+    that scaling would make a nearly uniform row look sharp, each label also gives the largest weight
+    (a uniform row over 49 regions has 2% everywhere).
+    """
+    import numpy as np
+
+    weights = np.asarray(weights, dtype=np.float32)
+    side = int(round(weights.shape[-1] ** 0.5)) if weights.size else 0
+    if len(weights) != len(words) or (weights.size and side * side != weights.shape[-1]):
+        raise ValueError(f"attention map: {len(words)} words but weights of shape {weights.shape} "
+                         f"(one row of a square map per word expected)")
+    # The encoder saw the image squashed to a square; the map is drawn over the same square.
+    picture = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    pixels = np.asarray(picture, dtype=np.float32)
+    panels = [(picture, "(image)")]
+    for word, row in zip(words, weights):
+        low, peak = float(row.min()), float(row.max())
+        scaled = (row - low) / (peak - low) if peak > low else np.ones_like(row)
+        grid = Image.fromarray(np.uint8(255 * scaled.reshape(side, side)), mode="L")
+        light = np.asarray(grid.resize((size, size), Image.BILINEAR), dtype=np.float32)[..., None] / 255
+        panels.append((Image.fromarray(np.uint8(pixels * (0.15 + 0.85 * light))), f"{word}  (max {peak:.0%})"))
+    label_height = 26
+    columns = min(columns, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    figure = Image.new("RGB", (columns * size, rows * (size + label_height)), "white")
+    draw = ImageDraw.Draw(figure)
+    for index, (panel, label) in enumerate(panels):
+        left, top = (index % columns) * size, (index // columns) * (size + label_height)
+        draw.text((left + 6, top + 4), label, fill="black", font=_font(16))
+        figure.paste(panel, (left, top + label_height))
+    return figure

@@ -1,6 +1,7 @@
-"""Stage 2: run folder (features, vocabulary, captions) -> trained merge decoder `model.keras`.
+"""Stage 2: run folder (features, vocabulary, captions) -> trained decoder `model.keras`.
 
     python train.py --epochs 20 --batch_size 32
+    python train.py --decoder attention         # soft attention over image regions (spatial features)
 
 Runs preprocess.py first when the run folder has no metadata yet, so this one command goes from
 images to a model. Keeps the model with the best dev CIDEr-D (`--monitor`), scoring greedy dev captions
@@ -9,6 +10,7 @@ every `--eval_every` epochs; `--resume` continues an interrupted run.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -24,11 +26,12 @@ quiet_tensorflow()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+import attention  # noqa: E402,F401  (registers the attention layer, so its models load)
 from data_loader import caption_batches, training_examples  # noqa: E402
-from decoding import CaptionDecoder  # noqa: E402
-from feature_store import open_features  # noqa: E402
+from decoding import CaptionDecoder, is_attention_model  # noqa: E402
+from feature_store import feature_shape, open_features  # noqa: E402
 from metrics import coco_scores  # noqa: E402
-from model import build_merge_model, compile_model  # noqa: E402
+from model import build_model, compile_model  # noqa: E402
 from preprocess import METADATA, preprocess, write_json  # noqa: E402
 from report import plot_training_curves  # noqa: E402
 from vocabulary import Vocabulary  # noqa: E402
@@ -47,7 +50,8 @@ class DevScorer:
     def __init__(self, model, features, image_rows: Dict[str, int], references: Dict[str, List[str]],
                  vocabulary: Vocabulary, max_length: int, batch_size: int = 256):
         names = [name for name in references if name in image_rows]
-        self.image_features = np.asarray(features[[image_rows[name] for name in names]], np.float32)
+        # Kept in the store's precision (float16 for spatial maps); the decoder widens one batch at a time.
+        self.image_features = np.asarray(features[[image_rows[name] for name in names]])
         self.references = [references[name] for name in names]
         # The decoder reads the model's layers, so it always sees the current weights.
         self.decoder = CaptionDecoder(model, max_length)
@@ -151,7 +155,9 @@ def train(config: Config) -> dict:
         raise ValueError(f"--eval_every must be at least 1, got {config.eval_every}")
     run_dir = config.resolved_run_dir()
     if not os.path.exists(os.path.join(run_dir, METADATA)):
-        print(f"{run_dir} has no features yet: running preprocess first")
+        if config.decoder == "attention" and config.features != "spatial":
+            config = dataclasses.replace(config, features="spatial")
+        print(f"{run_dir} has no features yet: running preprocess first ({config.features} features)")
         preprocess(config)
     metadata, captions, vocabulary = load_run(run_dir)
     save_config(config, run_dir, "train")
@@ -162,7 +168,8 @@ def train(config: Config) -> dict:
     if len(train_rows) == 0:
         raise ValueError(f"{run_dir}: no training captions with image features; run preprocess.py again")
     print(f"training on {len(train_rows)} captions of {len(set(train_rows.tolist()))} images, "
-          f"validating on {len(dev_rows)} dev captions; encoder {metadata['encoder']}, weights {metadata['weights']}")
+          f"validating on {len(dev_rows)} dev captions; {config.decoder} decoder, encoder {metadata['encoder']} "
+          f"({metadata.get('features', 'global')} features), weights {metadata['weights']}")
 
     keras.utils.set_random_seed(config.seed)
     train_batches = caption_batches(features, train_rows, train_tokens, config.batch_size, True, config.seed,
@@ -184,12 +191,16 @@ def train(config: Config) -> dict:
             raise ValueError(f"{run_dir} was trained with --monitor {state['monitor']}; resume with the same "
                              f"--monitor, or train from scratch in a new --run_dir")
         model = keras.models.load_model(last_path)
+        trained_decoder = "attention" if is_attention_model(model) else "merge"
+        if trained_decoder != config.decoder:
+            raise ValueError(f"{run_dir} holds a {trained_decoder} decoder; resume with --decoder {trained_decoder}, "
+                             f"or train from scratch in a new --run_dir")
         print(f"resuming after epoch {state['epochs_done']} (best {MONITORS[monitor][0]} "
               f"{state['best']} at epoch {state['best_epoch']})")
     else:
         if config.resume:
             print("nothing to resume in this run folder: starting from scratch", file=sys.stderr)
-        model = build_merge_model(config, len(vocabulary), metadata["feature_dim"])
+        model = build_model(config, len(vocabulary), feature_shape(metadata))
         compile_model(model, config.learning_rate)
         if os.path.exists(os.path.join(run_dir, HISTORY)):
             os.remove(os.path.join(run_dir, HISTORY))

@@ -2,6 +2,7 @@
 
     python benchmarks/benchmark.py                 # all three stages
     python benchmarks/benchmark.py --stages decode # one stage
+    python benchmarks/benchmark.py --stages attention  # the attention decoder beside the merge decoder
 
 Both sides run in this process (or in child processes of it, for peak memory), on the same images,
 captions, features and weights. Prints one table per stage; BENCHMARKS.md holds the latest output.
@@ -215,6 +216,61 @@ def bench_decoding(images: int, loop_images: int, beam_loop_images: int, vocabul
           f"greedy decode {1000 * greedy_seconds / repeats:.0f} ms, beam-3 decode {1000 * beam_seconds / repeats:.0f} ms")
 
 
+# ---------------------------------------------------------------- attention decoder
+def bench_attention(image_count: int, decode_images: int, beam_loop_images: int, work_dir: str):
+    """Both decoders on the same captions: merge on pooled 1280-d vectors, attention on 7x7x1280 maps
+    (MobileNetV2's shapes; features synthetic, the float16 spatial map read from a memory map as in training)."""
+    import keras
+    from config import Config
+    from data_loader import caption_batches
+    from decoding import CaptionDecoder
+    from model import build_model, compile_model
+    from tutorial_baselines import beam_per_word
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")  # our pipeline shuffles itself
+    rng, vocabulary, length, rows, tokens = training_data(image_count, 1280)
+    spatial_path = os.path.join(work_dir, "synthetic_spatial.f16")
+    maps = np.memmap(spatial_path, np.float16, "w+", shape=(image_count, 49, 1280))
+    maps[:] = rng.uniform(0, 6, (image_count, 49, 1280)).astype(np.float16)
+    maps.flush()
+    spatial = np.memmap(spatial_path, np.float16, "r", shape=(image_count, 49, 1280))
+    pooled = np.asarray(spatial, np.float32).mean(axis=1)
+    header(f"Attention decoder beside the merge decoder: {len(rows)} real Flickr8k captions, batch 32, "
+           f"vocabulary {len(vocabulary)}, default sizes (256); synthetic MobileNetV2-shaped features")
+    models, rates = {}, {}
+    for decoder, features in (("merge", pooled), ("attention", spatial)):
+        config = Config(decoder=decoder)
+        keras.utils.set_random_seed(0)
+        model = build_model(config, len(vocabulary), features.shape[1:])
+        compile_model(model, config.learning_rate)
+        batches = caption_batches(features, rows, tokens, config.batch_size, True, 0)
+        model.fit(batches.take(3), epochs=1, verbose=0)  # warm-up: tracing and graph building
+        seconds, _ = timed(model.fit, batches, None, None, 1, 0)
+        models[decoder] = model
+        rates[decoder] = row(f"training, {decoder} decoder (ratio: to merge)", len(rows), seconds, "captions",
+                             rates.get("merge"))
+    features = np.asarray(spatial[:decode_images], np.float32)
+    decoder = CaptionDecoder(models["attention"], length)
+    decoder.beam_search(features[:8], 3)
+    decoder.greedy(features[:8])
+    call = lambda inputs: models["attention"](inputs, training=False)  # noqa: E731
+    beam_per_word(call, features[0], 2, 3)
+    seconds, _ = timed(lambda: [beam_per_word(call, f, length, 3) for f in features[:beam_loop_images]])
+    loop = row("beam 3, attention, per-word per-beam model call loop", beam_loop_images, seconds, "images")
+    seconds, _ = timed(decoder.beam_search, features, 3)
+    row("beam 3, attention, ours: batched, compiled", decode_images, seconds, "images", loop)
+    seconds, _ = timed(decoder.greedy, features)
+    row("greedy, attention, ours: batched, compiled", decode_images, seconds, "images", loop)
+    merge_decoder = CaptionDecoder(models["merge"], length)
+    merge_decoder.beam_search(pooled[:8], 3)
+    seconds, _ = timed(merge_decoder.beam_search, pooled[:decode_images], 3)
+    row("beam 3, merge, ours (for comparison)", decode_images, seconds, "images", loop)
+    print("    (decoding ratios are against the attention per-beam loop. The models had one epoch on synthetic\n"
+          "     features: their captions are as long as such models make them, on every row alike)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=["extract", "train", "decode"])
@@ -238,6 +294,8 @@ def main():
         bench_training([375, 1500, 6000], [100, 400], 4096, arguments.work_dir)
     if "decode" in arguments.stages:
         bench_decoding(1000, 5, 2, 2000, 16)
+    if "attention" in arguments.stages:
+        bench_attention(600, 1000, 3, arguments.work_dir)
 
 
 if __name__ == "__main__":

@@ -53,3 +53,16 @@ def trained_run(tmp_path_factory) -> Config:
     preprocess(config)
     train(config)
     return config
+
+
+@pytest.fixture(scope="session")
+def attention_run(tmp_path_factory) -> Config:
+    """The tiny dataset with spatial features and an attention decoder trained for one epoch (read-only)."""
+    from train import train
+
+    root = tmp_path_factory.mktemp("attention")
+    data_dir = str(root / "tiny")
+    make_sample(data_dir, seed=3, split_sizes=TINY_SPLITS)
+    config = tiny_config(data_dir, str(root / "run"), decoder="attention", attention_units=8)
+    train(config)  # runs preprocess with --features spatial by itself
+    return config

@@ -117,3 +117,23 @@ def test_model_loads_once_and_a_repeated_caption_comes_from_the_cache(trained_ru
     app.sidebar.slider[0].set_value(5)  # another beam width: captioned again, with the loaded model
     app.run()
     assert calls == {"loads": 1, "encodes": 2} and app.text[0].value.startswith("best 3 of beam search, beam 5:")
+
+
+def test_an_attention_run_also_shows_where_it_looked(attention_run, trained_run, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(attention_run.run_dir, runs / "attention")
+    shutil.copytree(trained_run.run_dir, runs / "merge")
+    _, image_bytes = sample_image_bytes(trained_run)
+    app = open_app(runs, monkeypatch)
+    app.file_uploader[0].set_value(("photo.jpg", image_bytes, "image/jpeg"))
+    app.run()
+    assert not app.exception and not app.error
+    captions = [caption for image in app.image for caption in image.captions]
+    assert any(caption.startswith("where the attention decoder looked") for caption in captions)
+    app.sidebar.selectbox[0].set_value("merge")
+    app.run()
+    assert not app.exception and not app.error
+    captions = [caption for image in app.image for caption in image.captions]
+    assert "photo.jpg" in captions
+    assert not any(caption.startswith("where the attention decoder looked") for caption in captions)

@@ -67,7 +67,7 @@ def test_store_appends_and_reopens(tmp_path):
     again = FeatureStore(str(tmp_path), "f", 3, identity={"encoder": "x"})
     assert again.names == ["a", "b", "c"] and "b" in again and "z" not in again
     np.testing.assert_array_equal(again.matrix()[again.rows["c"]], [9, 9, 9])
-    with pytest.raises(ValueError, match="vectors of size 3"):
+    with pytest.raises(ValueError, match=r"features of shape \(3,\)"):
         again.append(["d"], np.zeros((1, 4), np.float32))
 
 

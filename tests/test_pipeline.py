@@ -110,7 +110,7 @@ def test_bad_caption_file_is_one_line_and_writes_nothing(tiny_dataset, tmp_path)
 
 
 def test_auto_weights_offline_stops_a_real_dataset_and_warns_for_the_sample(tiny_dataset, monkeypatch):
-    def no_network(encoder, weights, seed=7):
+    def no_network(encoder, weights, seed=7, features="global"):
         if weights == "imagenet":
             raise OSError("URL fetch failure: no network")
         return "untrained encoder"
