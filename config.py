@@ -23,7 +23,8 @@ def _option(default: Any, help_text: str, **extra: Any) -> Any:
 @dataclass
 class Config:
     # Where things are.
-    data_dir: str = _option(SAMPLE_DATA_DIR, "dataset folder (Flickr8k official or Kaggle layout)")
+    data_dir: str = _option(SAMPLE_DATA_DIR, "dataset folder: Flickr8k (official or Kaggle layout), Flickr30k, or a "
+                                             "folder with a Karpathy split file (dataset_coco.json, ...)")
     run_dir: str = _option("", "artifacts folder; empty means runs/<dataset folder name>")
 
     # Preprocessing.

@@ -1,8 +1,11 @@
-"""Reading datasets (Flickr8k official and Kaggle layouts) and batching training data with tf.data."""
+"""Reading datasets (Flickr8k official and Kaggle layouts, Flickr30k's token file, Karpathy split
+files for Flickr8k/Flickr30k/COCO) and batching training data with tf.data."""
 from __future__ import annotations
 
 import csv
+import json
 import os
+import posixpath
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -12,7 +15,12 @@ import numpy as np
 from vocabulary import clean_caption
 
 SPLITS = ("train", "dev", "test")
-IMAGE_FOLDERS = ("Flicker8k_Dataset", "Flickr8k_Dataset", "Images")
+IMAGE_FOLDERS = ("Flicker8k_Dataset", "Flickr8k_Dataset", "Images", "flickr30k-images", "flickr30k_images", "images")
+# Flickr8k's and Flickr30k's caption files share one format: IMAGE.jpg#N<TAB>caption.
+TOKEN_FILES = {"Flickr8k.token.txt": "flickr8k", "results_20130124.token": "flickr30k"}
+KARPATHY_FILES = ("dataset_flickr8k.json", "dataset_flickr30k.json", "dataset_coco.json")
+# Karpathy's "restval" (COCO val2014 images outside his val and test) is training data by convention.
+KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "dev", "test": "test"}
 SPLIT_FILES = {split: f"Flickr_8k.{split}Images.txt" for split in SPLITS}
 TEXT_FOLDERS = ("Flickr8k_text", ".")
 # Flickr8k's official proportions: 6000 / 1000 / 1000.
@@ -92,6 +100,50 @@ def parse_captions_csv(path: str) -> Dict[str, List[str]]:
     return captions
 
 
+def parse_karpathy_json(path: str) -> tuple[Dict[str, List[str]], Dict[str, List[str]], Dict[str, int]]:
+    """Reads a Karpathy split file into (image name -> raw captions, split -> image names, skipped counts).
+
+    An image's name is `filepath/filename` when the entry has a `filepath` (COCO: `val2014/...jpg`),
+    else its `filename`; a sentence's text is its `raw` string, or its `tokens` joined by spaces.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    images = content.get("images") if isinstance(content, dict) else None
+    if not isinstance(images, list) or not images:
+        raise DatasetError(f"{path}: expected a Karpathy split file, an object with a non-empty 'images' list")
+    captions: Dict[str, List[str]] = {}
+    splits: Dict[str, List[str]] = {split: [] for split in SPLITS}
+    skipped: Dict[str, int] = {}
+    for index, entry in enumerate(images):
+        if not (isinstance(entry, dict) and isinstance(entry.get("filename"), str)
+                and isinstance(entry.get("sentences"), list)):
+            raise DatasetError(f"{path}: images[{index}]: expected 'filename' and a 'sentences' list")
+        name = posixpath.join(entry["filepath"], entry["filename"]) if entry.get("filepath") else entry["filename"]
+        split = KARPATHY_SPLITS.get(entry.get("split"))
+        if split is None:
+            reason = f"image with unknown split {entry.get('split')!r}"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        texts = []
+        for sentence in entry["sentences"]:
+            sentence = sentence if isinstance(sentence, dict) else {}
+            tokens = sentence.get("tokens")
+            if isinstance(sentence.get("raw"), str):
+                texts.append(sentence["raw"])
+            elif isinstance(tokens, list) and all(isinstance(token, str) for token in tokens):
+                texts.append(" ".join(tokens))
+            else:
+                raise DatasetError(f"{path}: images[{index}] ({name}): a sentence with neither 'raw' text nor 'tokens'")
+        captions[name] = texts
+        splits[split].append(name)
+    return captions, splits, skipped
+
+
 def _read_split_files(text_dir: str) -> Optional[Dict[str, List[str]]]:
     paths = {split: os.path.join(text_dir, name) for split, name in SPLIT_FILES.items()}
     if not all(os.path.isfile(path) for path in paths.values()):
@@ -117,18 +169,26 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_ima
     """
     if not os.path.isdir(data_dir):
         raise DatasetError(f"{data_dir}: no such dataset folder")
-    token_file = _find(data_dir, [os.path.join(d, "Flickr8k.token.txt") for d in TEXT_FOLDERS])
+    karpathy_file = _find(data_dir, [os.path.join(d, name) for d in TEXT_FOLDERS for name in KARPATHY_FILES])
+    token_file = _find(data_dir, [os.path.join(d, name) for d in TEXT_FOLDERS for name in TOKEN_FILES])
     csv_file = _find(data_dir, ["captions.txt"])
     image_dir = _find(data_dir, list(IMAGE_FOLDERS))
     images_ok = bool(image_dir) or not need_images
-    if token_file and images_ok:
-        layout, raw = "flickr8k", parse_token_file(token_file)
+    karpathy_splits = None
+    if karpathy_file:
+        # COCO's entries name their folder (filepath "val2014"), so without an image folder the
+        # dataset folder itself is where the images are looked up.
+        layout, image_dir = "karpathy", image_dir or os.path.abspath(data_dir)
+        raw, karpathy_splits, karpathy_skipped = parse_karpathy_json(karpathy_file)
+    elif token_file and images_ok:
+        layout, raw = TOKEN_FILES[os.path.basename(token_file)], parse_token_file(token_file)
     elif csv_file and images_ok:
         layout, raw = "kaggle", parse_captions_csv(csv_file)
     else:
         raise DatasetError(
-            f"{data_dir}: not a dataset folder. Looked for the official Flickr8k layout "
-            f"(Flickr8k_text/Flickr8k.token.txt and an image folder {'/'.join(IMAGE_FOLDERS)}) "
+            f"{data_dir}: not a dataset folder. Looked for a Karpathy split file ({', '.join(KARPATHY_FILES)}), "
+            f"the official Flickr8k layout (Flickr8k_text/Flickr8k.token.txt and an image folder "
+            f"{'/'.join(IMAGE_FOLDERS[:3])}), Flickr30k's results_20130124.token with flickr30k-images/, "
             f"and the Kaggle layout (captions.txt and Images/)")
 
     skipped: Dict[str, int] = {}
@@ -143,11 +203,16 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_ima
             captions[image] = kept
 
     split_files = None
-    for text_dir in TEXT_FOLDERS:
+    for text_dir in TEXT_FOLDERS if karpathy_splits is None else ():
         split_files = _read_split_files(os.path.join(data_dir, text_dir))
         if split_files:
             break
-    if split_files:
+    if karpathy_splits is not None:
+        split_source = f"Karpathy split file {os.path.basename(karpathy_file)}"
+        splits = {split: [name for name in names if name in captions] for split, names in karpathy_splits.items()}
+        for reason, count in karpathy_skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+    elif split_files:
         split_source = "official split files"
         splits = {split: [name for name in names if name in captions] for split, names in split_files.items()}
         no_captions = sum(len(names) for names in split_files.values()) - sum(len(v) for v in splits.values())

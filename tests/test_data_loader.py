@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -120,3 +121,93 @@ def test_bundled_sample_is_what_its_script_writes(tmp_path):
         shipped = np.asarray(Image.open(os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset", name)), np.int16)
         regenerated = np.asarray(Image.open(tmp_path / "sample" / "Flicker8k_Dataset" / name), np.int16)
         assert np.abs(shipped - regenerated).max() <= 8, name
+
+
+def karpathy_entry(filename, split, sentences, filepath=None):
+    entry = {"filename": filename, "split": split, "imgid": 0,
+             "sentences": [{"tokens": raw.lower().replace(".", "").split(), "raw": raw} for raw in sentences]}
+    if filepath:
+        entry["filepath"] = filepath
+    return entry
+
+
+def write_coco_like(root, image_size=(48, 32)):
+    """A Karpathy `dataset_coco.json` whose images live in train2014/ and val2014/, as COCO's do."""
+    from PIL import Image
+
+    entries = [karpathy_entry(f"COCO_train2014_{i:012d}.jpg", "train", [f"A red bus number {i} .", "A bus."],
+                              "train2014") for i in range(4)]
+    entries += [karpathy_entry("COCO_val2014_000000000001.jpg", "restval", ["Two cats on a sofa."], "val2014"),
+                karpathy_entry("COCO_val2014_000000000002.jpg", "val", ["A plate of food."], "val2014"),
+                karpathy_entry("COCO_val2014_000000000003.jpg", "test", ["A man on a horse."], "val2014")]
+    entries[-1]["sentences"].append({"tokens": ["a", "horse", "in", "a", "field"]})  # tokens only, no raw
+    for entry in entries:
+        folder = os.path.join(root, entry["filepath"])
+        os.makedirs(folder, exist_ok=True)
+        Image.new("RGB", image_size, (200, 30, 30)).save(os.path.join(folder, entry["filename"]))
+    write(os.path.join(root, "dataset_coco.json"), json.dumps({"dataset": "coco", "images": entries}))
+    return root
+
+
+def test_karpathy_coco_file_gives_its_splits_and_folder_paths(tmp_path):
+    dataset = load_dataset(write_coco_like(str(tmp_path / "coco")))
+    assert dataset.layout == "karpathy" and dataset.split_source == "Karpathy split file dataset_coco.json"
+    assert [len(dataset.splits[s]) for s in ("train", "dev", "test")] == [5, 1, 1]  # restval joins train
+    assert dataset.splits["dev"] == ["val2014/COCO_val2014_000000000002.jpg"]
+    assert dataset.captions["train2014/COCO_train2014_000000000003.jpg"] == ["a red bus number", "a bus"]
+    assert dataset.captions["val2014/COCO_val2014_000000000003.jpg"] == ["a man on a horse", "a horse in a field"]
+    assert os.path.isfile(dataset.image_path(dataset.splits["test"][0]))
+
+
+def test_karpathy_flickr_file_with_image_folder_and_unknown_split(tmp_path):
+    root = tmp_path / "flickr30k"
+    (root / "flickr30k-images").mkdir(parents=True)
+    entries = [karpathy_entry(f"{i}.jpg", split, [f"Dogs play {i}."])
+               for i, split in enumerate(["train", "train", "val", "test", "extra"])]
+    write(str(root / "dataset_flickr30k.json"), json.dumps({"dataset": "flickr30k", "images": entries}))
+    dataset = load_dataset(str(root))
+    assert dataset.image_dir == str(root / "flickr30k-images")
+    assert dataset.splits == {"train": ["0.jpg", "1.jpg"], "dev": ["2.jpg"], "test": ["3.jpg"]}
+    assert dataset.skipped_captions == {"image with unknown split 'extra'": 1}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"), ('{"images": []}', "non-empty 'images' list"),
+    ('{"images": [{"split": "train", "sentences": []}]}', r"images\[0\]: expected 'filename'"),
+    ('{"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"x": 1}]}]}', r"images\[0\] \(a.jpg\)"),
+])
+def test_bad_karpathy_file_is_one_clear_error(tmp_path, content, message):
+    write(str(tmp_path / "d" / "dataset_coco.json"), content)
+    with pytest.raises(DatasetError, match=message) as caught:
+        load_dataset(str(tmp_path / "d"))
+    assert "dataset_coco.json" in str(caught.value)
+
+
+def test_flickr30k_token_file_with_drawn_split(tmp_path):
+    root = tmp_path / "f30k"
+    (root / "flickr30k-images").mkdir(parents=True)
+    lines = [f"{1000 + i}.jpg#{k}\tA child plays in the water number {k} ." for i in range(16) for k in range(5)]
+    write(str(root / "results_20130124.token"), "\n".join(lines) + "\n")
+    dataset = load_dataset(str(root), split_seed=3)
+    assert dataset.layout == "flickr30k" and "seed 3" in dataset.split_source
+    assert [len(dataset.splits[s]) for s in ("train", "dev", "test")] == [12, 2, 2]
+    assert dataset.captions["1003.jpg"][4] == "a child plays in the water number"
+
+
+def test_preprocess_and_train_on_a_karpathy_coco_layout(tmp_path):
+    from conftest import tiny_config
+    from feature_store import open_features
+    from train import train
+
+    root = write_coco_like(str(tmp_path / "coco"))
+    os.remove(os.path.join(root, "train2014", "COCO_train2014_000000000000.jpg"))  # a missing image is skipped
+    run_dir = str(tmp_path / "run")
+    train(tiny_config(root, run_dir, epochs=1, monitor="val_loss"))
+    with open(os.path.join(run_dir, "metadata.json"), encoding="utf-8") as handle:
+        metadata = json.load(handle)
+    assert metadata["layout"] == "karpathy"
+    assert metadata["images"]["train"] == {"in_split": 5, "with_features": 4}
+    assert metadata["skipped_images"] == {"missing file": ["train2014/COCO_train2014_000000000000.jpg"]}
+    _, rows = open_features(run_dir, metadata)
+    assert "val2014/COCO_val2014_000000000003.jpg" in rows
+    assert os.path.exists(os.path.join(run_dir, "model.keras"))
