@@ -26,6 +26,8 @@ class Config:
     data_dir: str = _option(SAMPLE_DATA_DIR, "dataset folder: Flickr8k (official or Kaggle layout), Flickr30k, or a "
                                              "folder with a Karpathy split file (dataset_coco.json, ...)")
     run_dir: str = _option("", "artifacts folder; empty means runs/<dataset folder name>")
+    download: str = _option("", "first download this public dataset into --data_dir (resumable, checksummed)",
+                            choices=("", "flickr8k"))
 
     # Preprocessing.
     encoder: str = _option("vgg16", "image encoder", choices=("vgg16", "xception", "inception_v3", "mobilenet_v2"))
@@ -126,7 +128,7 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
     return path
 
 
-PREPROCESS_FLAGS = ("data_dir", "run_dir", "encoder", "weights", "limit", "min_word_count",
+PREPROCESS_FLAGS = ("data_dir", "run_dir", "download", "encoder", "weights", "limit", "min_word_count",
                     "max_caption_words", "features", "extract_batch_size", "split_seed", "encoder_seed")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout", "attention_units",
                                   "attention_regularization", "epochs", "batch_size", "length_window",

@@ -1,6 +1,7 @@
 """Stage 1: dataset folder -> run folder with features, vocabulary, captions and metadata.
 
     python preprocess.py --data_dir ../shared/data/flickr8k --encoder mobilenet_v2 --weights PATH
+    python preprocess.py --download flickr8k --data_dir data/flickr8k      # fetch Flickr8k first
 
 Safe to interrupt: run the same command again and it resumes where it stopped.
 """
@@ -17,6 +18,7 @@ from config import PREPROCESS_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quie
 quiet_tensorflow()
 
 from data_loader import SPLITS, load_dataset  # noqa: E402
+from download import download_dataset  # noqa: E402
 from encoders import ENCODERS, encode_pixels, load_batches, open_encoder  # noqa: E402
 from feature_store import FeatureStore  # noqa: E402
 from vocabulary import Vocabulary  # noqa: E402
@@ -46,6 +48,10 @@ def preprocess(config: Config) -> dict:
 
     if config.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {config.encoder!r}; choose one of {', '.join(ENCODERS)}")
+    if config.download:
+        if is_bundled_sample(config.data_dir):
+            raise ValueError(f"--download {config.download}: give --data_dir FOLDER to download into")
+        download_dataset(config.download, config.data_dir)
     dataset = load_dataset(config.data_dir, config.split_seed, config.limit)  # fails before anything is written
     run_dir = config.resolved_run_dir()
     spec = ENCODERS[config.encoder]
