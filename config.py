@@ -38,6 +38,8 @@ class Config:
     features: str = _option("global", "what preprocess stores per image: one pooled vector (global, for the merge "
                             "decoder) or the last convolutional map, one vector per region (spatial, float16, for "
                             "the attention decoder)", choices=("global", "spatial"))
+    shard: str = _option("", "extract only part I of N (I/N, counting from 0: 0/2 and 1/2) into its own feature "
+                             "file, one part per machine; run preprocess.py without --shard afterwards to merge")
     extract_batch_size: int = _option(32, "images per encoder batch during feature extraction")
     split_seed: int = _option(1234, "seed of the 75/12.5/12.5 split drawn when a dataset has no split files")
     encoder_seed: int = _option(7, "seed that makes an untrained (--weights none) encoder reproducible")
@@ -129,7 +131,7 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
 
 
 PREPROCESS_FLAGS = ("data_dir", "run_dir", "download", "encoder", "weights", "limit", "min_word_count",
-                    "max_caption_words", "features", "extract_batch_size", "split_seed", "encoder_seed")
+                    "max_caption_words", "features", "shard", "extract_batch_size", "split_seed", "encoder_seed")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout", "attention_units",
                                   "attention_regularization", "epochs", "batch_size", "length_window",
                                   "learning_rate", "seed", "resume", "monitor", "eval_every", "patience",

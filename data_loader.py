@@ -253,8 +253,8 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
 
     Each element is ({"image_features", "caption_tokens"}, next_words, weights): the decoder reads
     `<start> w1 .. wn` and must predict `w1 .. wn <end>` at every position in one pass; padding gets
-    weight 0. Only indices and token ids live in the pipeline: feature rows are gathered from the
-    (memory-mapped) store batch by batch, so memory does not grow with the dataset.
+    weight 0. Only indices and token ids live in the pipeline: feature rows are read from the store
+    batch by batch (`FeatureRows`), so memory does not grow with the dataset.
 
     `length_window` > 0 (with shuffle): the shuffled captions are taken `length_window` batches at a
     time and sorted by length inside that window, so each batch holds captions of similar length and
@@ -265,10 +265,7 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     feature_shape = tuple(features.shape[1:])  # (dim,), or (regions, channels) for spatial features
 
     def gather(rows):
-        order = np.argsort(rows)  # a sorted read is sequential on a memory map
-        gathered = np.empty((len(rows), *feature_shape), np.float32)  # float16 stores are widened here
-        gathered[order] = features[rows[order]]
-        return gathered
+        return np.asarray(features[rows], np.float32)  # float16 stores are widened here
 
     # Plain tensor code: AutoGraph has nothing to convert, and it trips over the local `tf` import.
     @tf.autograph.experimental.do_not_convert

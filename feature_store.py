@@ -1,6 +1,7 @@
 """An append-only, crash-safe store of image features keyed by image name.
 
-Two files: `<name>.bin`, raw float rows (a spatial feature map is one flattened row), memory-mapped for reading; `<name>.index`, one image name
+Two files: `<name>.bin`, raw float rows (a spatial feature map is one flattened row), read row by
+row on demand (`FeatureRows`); `<name>.index`, one image name
 per line, row order, with an optional note after a tab (e.g. how the image had to be converted).
 A batch is written as rows first (flushed to disk), then names; on opening, rows beyond the last
 complete name are cut off. An interrupted extraction therefore loses at most
@@ -8,6 +9,7 @@ the batch in flight, and never leaves a row that a name points to half written.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Dict, Iterable, List, Sequence
@@ -93,14 +95,101 @@ class FeatureStore:
         return np.memmap(self.rows_path, dtype=self.dtype, mode="r", shape=(len(self.names), *self.feature_shape))
 
 
+def shard_name(name: str, index: int, count: int) -> str:
+    return f"{name}.shard{index}of{count}"
+
+
+def merge_shards(store: FeatureStore) -> List[tuple]:
+    """Appends the rows of every shard store beside `store` (made by `preprocess.py --shard I/N`) that
+    `store` does not hold yet, then deletes the shard's files. Safe to interrupt: a second run skips
+    the rows already merged. Returns (shard file, images merged) pairs."""
+    directory, name = os.path.dirname(store.rows_path), os.path.basename(store.rows_path)[:-len(".bin")]
+    with open(store.header_path, encoding="utf-8") as handle:
+        header = json.load(handle)
+    merged = []
+    for index_path in sorted(glob.glob(os.path.join(directory, glob.escape(name) + ".shard*of*.index"))):
+        shard = os.path.basename(index_path)[:-len(".index")]
+        with open(os.path.join(directory, shard + ".json"), encoding="utf-8") as handle:
+            if json.load(handle) != header:
+                raise ValueError(f"{os.path.join(directory, shard)}: made with other encoder settings than "
+                                 f"{store.header_path}; delete its files or extract the shard again")
+        part = FeatureStore(directory, shard, store.feature_shape, store.dtype.name, _identity(header))
+        rows = part.matrix()
+        new = [row for row, image in enumerate(part.names) if image not in store]
+        for start in range(0, len(new), 256):
+            chunk = new[start:start + 256]
+            store.append([part.names[row] for row in chunk], np.asarray(rows[chunk]),
+                         {part.names[row]: part.notes[part.names[row]] for row in chunk if part.names[row] in part.notes})
+        del rows
+        for path in (part.rows_path, part.index_path, part.header_path):
+            os.remove(path)
+        merged.append((shard, len(new)))
+    return merged
+
+
+def _identity(header: dict) -> Dict[str, str]:
+    return {key: value for key, value in header.items() if key not in ("feature_dim", "dtype", "feature_shape")}
+
+
+class FeatureRows:
+    """The rows of a store, read from its file on demand: `rows[i]`, `rows[[i, j, ...]]`, `rows[a:b]`.
+
+    Unlike a memory map, rows already read do not stay mapped into the process, so resident memory
+    does not grow with the number of images read in an epoch (a memory-mapped 2 GB store grows the
+    process by 2 GB over one pass); repeated reads are still served from the OS page cache.
+    """
+
+    def __init__(self, path: str, dtype, shape: Sequence[int]):
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), tuple(shape)
+        self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        self._file = open(path, "rb") if self.shape[0] else None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self._read(np.array([index]))[0]
+        if isinstance(index, slice):
+            return self._read(np.arange(*index.indices(len(self))))
+        return self._read(np.asarray(index, dtype=np.int64).reshape(-1))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        everything = self[:]
+        return everything if dtype is None else everything.astype(dtype)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows) and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"feature row out of range (the store has {len(self)} rows)")
+        rows = np.where(rows < 0, rows + len(self), rows)
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        flat = out.reshape(len(rows), int(np.prod(self.shape[1:])))
+        order = np.argsort(rows, kind="stable")
+        start = 0
+        while start < len(order):  # one read per run of consecutive rows
+            end = start + 1
+            while end < len(order) and rows[order[end]] <= rows[order[end - 1]] + 1:
+                end += 1
+            first, last = rows[order[start]], rows[order[end - 1]]
+            data = os.pread(self._file.fileno(), int(last - first + 1) * self.row_bytes, int(first) * self.row_bytes)
+            block = np.frombuffer(data, self.dtype).reshape(int(last - first + 1), -1)
+            flat[order[start:end]] = block[rows[order[start:end]] - first]
+            start = end
+        return out
+
+    def __del__(self):
+        if getattr(self, "_file", None):
+            self._file.close()
+
+
 def feature_shape(metadata: dict) -> tuple[int, ...]:
     """(feature_dim,) for a run with one vector per image, (regions, channels) for spatial features."""
     return tuple(metadata.get("feature_shape", [metadata["feature_dim"]]))
 
 
-def open_features(run_dir: str, metadata: dict) -> tuple[np.ndarray, Dict[str, int]]:
-    """The run's features as (memory map, image name -> row), as recorded in its metadata."""
+def open_features(run_dir: str, metadata: dict) -> tuple[FeatureRows, Dict[str, int]]:
+    """The run's features (read on demand) and image name -> row, as recorded in its metadata."""
     store_info = metadata["feature_store"]
     store = FeatureStore(run_dir, store_info["name"], feature_shape(metadata), store_info["dtype"],
                          store_info["identity"])
-    return store.matrix(), dict(store.rows)
+    return FeatureRows(store.rows_path, store.dtype, (len(store), *store.feature_shape)), dict(store.rows)

@@ -2,6 +2,7 @@
 
     python preprocess.py --data_dir ../shared/data/flickr8k --encoder mobilenet_v2 --weights PATH
     python preprocess.py --download flickr8k --data_dir data/flickr8k      # fetch Flickr8k first
+    python preprocess.py --shard 0/2 ...   (on machine 1; --shard 1/2 on machine 2; then without --shard to merge)
 
 Safe to interrupt: run the same command again and it resumes where it stopped.
 """
@@ -11,7 +12,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from config import PREPROCESS_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, run_script, save_config
 
@@ -20,7 +21,7 @@ quiet_tensorflow()
 from data_loader import SPLITS, load_dataset  # noqa: E402
 from download import download_dataset  # noqa: E402
 from encoders import ENCODERS, encode_pixels, load_batches, open_encoder  # noqa: E402
-from feature_store import FeatureStore  # noqa: E402
+from feature_store import FeatureStore, merge_shards, shard_name  # noqa: E402
 from vocabulary import Vocabulary  # noqa: E402
 
 METADATA = "metadata.json"
@@ -43,11 +44,36 @@ def report(title: str, by_kind: Dict[str, List[str]]) -> None:
         print(f"{title} {len(names)} image(s): {kind} (e.g. {names[0]})", file=sys.stderr)
 
 
-def preprocess(config: Config) -> dict:
+def parse_shard(text: str) -> Optional[Tuple[int, int]]:
+    """`--shard I/N` as (I, N); None when not sharding."""
+    if not text:
+        return None
+    index, slash, count = text.partition("/")
+    if not (slash and index.isdigit() and count.isdigit() and int(count) >= 1 and int(index) < int(count)):
+        raise ValueError(f"--shard {text}: expected I/N with 0 <= I < N, e.g. --shard 0/2 and --shard 1/2")
+    return int(index), int(count)
+
+
+def extract(store: FeatureStore, paths: List[str], names: List[str], encoder_model, input_size: int,
+            batch_size: int) -> Dict[str, List[str]]:
+    """Encodes the images at `paths` into `store` under `names`; returns the skipped ones by reason."""
     from tqdm import tqdm
 
+    skipped: Dict[str, List[str]] = defaultdict(list)
+    with tqdm(total=len(names), unit="img", desc="features", disable=not names) as progress:
+        for indices, pixels, failures, conversions in load_batches(paths, input_size, batch_size):
+            store.append([names[i] for i in indices], encode_pixels(encoder_model, pixels),
+                         {names[index]: kind for index, kind in conversions})
+            for index, error in failures:
+                skipped[error.kind].append(names[index])
+            progress.update(len(indices) + len(failures))
+    return skipped
+
+
+def preprocess(config: Config) -> dict:
     if config.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {config.encoder!r}; choose one of {', '.join(ENCODERS)}")
+    shard = parse_shard(config.shard)
     if config.download:
         if is_bundled_sample(config.data_dir):
             raise ValueError(f"--download {config.download}: give --data_dir FOLDER to download into")
@@ -70,29 +96,33 @@ def preprocess(config: Config) -> dict:
     # are about 1e-11) and would all round to zero.
     dtype = "float16" if spatial and weights != "none" else "float32"
     shape = spec.feature_shape(config.features)
+    wanted = list(dict.fromkeys(name for split in SPLITS for name in dataset.splits[split]))
+    if shard:
+        # Every machine lists the same images in the same order and takes every N-th, starting at I.
+        wanted = wanted[shard[0]::shard[1]]
+        store_name = shard_name(store_name, *shard)
     store = FeatureStore(run_dir, store_name, shape, dtype, identity)
     if store.replaced:
         print(f"note: {store_name} was made with other encoder settings; extracting again", file=sys.stderr)
+    if not shard:
+        for merged_shard, count in merge_shards(store):
+            print(f"merged {count} images' features from {merged_shard}")
 
-    wanted = list(dict.fromkeys(name for split in SPLITS for name in dataset.splits[split]))
     todo = [name for name in wanted if name not in store]
-    skipped: Dict[str, List[str]] = defaultdict(list)
+    print(f"{dataset.name}: {len(wanted)} images {'in shard ' + config.shard if shard else 'in the splits'}, "
+          f"{len(wanted) - len(todo)} already extracted, {len(todo)} to go ({config.encoder} {config.features} "
+          f"features {'x'.join(map(str, shape))}, weights: {weights})")
+    skipped = extract(store, [dataset.image_path(name) for name in todo], todo, encoder_model, spec.input_size,
+                      config.extract_batch_size)
+    report("skipped", skipped)
+    if shard:
+        print(f"wrote {store.rows_path}: shard {config.shard}, {len(store)} images; run preprocess.py without "
+              f"--shard (same --run_dir) once every shard's files are in it, to merge them and finish")
+        return {"shard": config.shard, "images": len(store), "skipped_images": dict(skipped)}
     converted: Dict[str, List[str]] = defaultdict(list)
-    print(f"{dataset.name}: {len(wanted)} images in the splits, {len(wanted) - len(todo)} already extracted, "
-          f"{len(todo)} to go ({config.encoder} {config.features} features {'x'.join(map(str, shape))}, "
-          f"weights: {weights})")
-    paths = [dataset.image_path(name) for name in todo]
-    with tqdm(total=len(todo), unit="img", desc="features", disable=not todo) as progress:
-        for indices, pixels, failures, conversions in load_batches(paths, spec.input_size, config.extract_batch_size):
-            store.append([todo[i] for i in indices], encode_pixels(encoder_model, pixels),
-                         {todo[index]: kind for index, kind in conversions})
-            for index, error in failures:
-                skipped[error.kind].append(todo[index])
-            progress.update(len(indices) + len(failures))
     for name in wanted:  # conversions are kept in the store, so earlier runs' count too
         if name in store.notes:
             converted[store.notes[name]].append(name)
-    report("skipped", skipped)
     report("converted", converted)
 
     train_captions = [caption for name in dataset.splits["train"] if name in store

@@ -151,6 +151,8 @@ def load_run(run_dir: str):
 
 
 def train(config: Config) -> dict:
+    if config.shard:
+        raise ValueError("--shard is for preprocess.py: extract each part with it, merge without it, then train")
     if config.eval_every < 1:
         raise ValueError(f"--eval_every must be at least 1, got {config.eval_every}")
     run_dir = config.resolved_run_dir()

@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py                 # all three stages
     python benchmarks/benchmark.py --stages decode # one stage
     python benchmarks/benchmark.py --stages attention  # the attention decoder beside the merge decoder
+    python benchmarks/benchmark.py --stages scale      # memory of one epoch over a COCO-sized store
 
 Both sides run in this process (or in child processes of it, for peak memory), on the same images,
 captions, features and weights. Prints one table per stage; BENCHMARKS.md holds the latest output.
@@ -111,14 +112,19 @@ def training_data(image_count: int, feature_dim: int, captions_per_image: int = 
     return rng, vocabulary, length, rows, tokens
 
 
-def child_train_ours(image_count: int, feature_dim: int, features_path: str) -> dict:
+def child_train_ours(image_count: int, feature_dim: int, features_path: str, reader: str = "rows",
+                     captions_per_image: int = 5) -> dict:
     import keras
     from config import Config
     from data_loader import caption_batches
+    from feature_store import FeatureRows
     from model import build_merge_model, compile_model
 
-    rng, vocabulary, length, rows, tokens = training_data(image_count, feature_dim)
-    features = np.memmap(features_path, np.float32, "r", shape=(image_count, feature_dim))
+    rng, vocabulary, length, rows, tokens = training_data(image_count, feature_dim, captions_per_image)
+    if reader == "rows":  # what train.py uses
+        features = FeatureRows(features_path, np.float32, (image_count, feature_dim))
+    else:
+        features = np.memmap(features_path, np.float32, "r", shape=(image_count, feature_dim))
     config = Config()
     keras.utils.set_random_seed(0)
     model = build_merge_model(config, len(vocabulary), feature_dim)
@@ -147,9 +153,9 @@ def child_train_prefix(image_count: int, feature_dim: int, features_path: str) -
             "data_mb": (images.nbytes + prefixes.nbytes + targets.nbytes) / 2**20}
 
 
-def run_child(kind: str, image_count: int, feature_dim: int, features_path: str) -> dict:
+def run_child(kind: str, image_count: int, feature_dim: int, features_path: str, *extra: str) -> dict:
     output = subprocess.run([sys.executable, __file__, "--child", kind, "--images", str(image_count),
-                             "--feature_dim", str(feature_dim), "--features", features_path],
+                             "--feature_dim", str(feature_dim), "--features", features_path, *extra],
                             capture_output=True, text=True, check=True)
     return json.loads(output.stdout.strip().splitlines()[-1])
 
@@ -169,6 +175,25 @@ def bench_training(scales: list, prefix_scales: list, feature_dim: int, work_dir
         result = run_child("ours", images, feature_dim, features_path)
         row(f"ours: teacher forcing over whole captions ({images} images)", result["captions"], result["seconds"],
             "captions", prefix_rate, result["rss_mb"])
+
+
+def bench_scale(image_count: int, feature_dim: int, work_dir: str, readers: list):
+    """COCO-scale memory: one epoch over a synthetic store as large as COCO's (one caption per image)."""
+    features_path = os.path.join(work_dir, f"synthetic_{image_count}x{feature_dim}.f32")
+    if not os.path.exists(features_path) or os.path.getsize(features_path) != image_count * feature_dim * 4:
+        rng = np.random.default_rng(4)
+        with open(features_path, "wb") as handle:
+            for start in range(0, image_count, 10000):
+                count = min(10000, image_count - start)
+                handle.write(rng.standard_normal((count, feature_dim), dtype=np.float32).tobytes())
+    size_gb = os.path.getsize(features_path) / 2**30
+    header(f"COCO-scale memory: one training epoch, merge model, a {image_count} x {feature_dim} float32 store "
+           f"({size_gb:.1f} GB), one real caption per image (child processes; RSS = peak)")
+    for reader in readers:
+        result = run_child("ours", image_count, feature_dim, features_path, "--reader", reader,
+                           "--captions_per_image", "1")
+        label = {"rows": "ours: rows read on demand (train.py)", "memmap": "same, rows through a memory map"}[reader]
+        row(label, result["captions"], result["seconds"], "captions", rss=result["rss_mb"])
 
 
 # ---------------------------------------------------------------- decoding
@@ -279,10 +304,17 @@ def main():
     parser.add_argument("--images", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--feature_dim", type=int, default=4096, help=argparse.SUPPRESS)
     parser.add_argument("--features", help=argparse.SUPPRESS)
+    parser.add_argument("--reader", default="rows", help=argparse.SUPPRESS)
+    parser.add_argument("--captions_per_image", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--scale_readers", nargs="+", default=["rows", "memmap"],
+                        help="for --stages scale: how the store is read (rows = train.py's way, memmap = a memory map)")
     arguments = parser.parse_args()
+    if arguments.child == "ours":
+        print(json.dumps(child_train_ours(arguments.images, arguments.feature_dim, arguments.features,
+                                          arguments.reader, arguments.captions_per_image)))
+        return
     if arguments.child:
-        child = child_train_ours if arguments.child == "ours" else child_train_prefix
-        print(json.dumps(child(arguments.images, arguments.feature_dim, arguments.features)))
+        print(json.dumps(child_train_prefix(arguments.images, arguments.feature_dim, arguments.features)))
         return
     os.makedirs(arguments.work_dir, exist_ok=True)
     import tensorflow as tf
@@ -296,6 +328,8 @@ def main():
         bench_decoding(1000, 5, 2, 2000, 16)
     if "attention" in arguments.stages:
         bench_attention(600, 1000, 3, arguments.work_dir)
+    if "scale" in arguments.stages:
+        bench_scale(120_000, 4096, arguments.work_dir, arguments.scale_readers)
 
 
 if __name__ == "__main__":

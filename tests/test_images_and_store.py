@@ -94,3 +94,20 @@ def test_store_made_by_another_encoder_is_replaced(tmp_path):
     FeatureStore(str(tmp_path), "f", 2, identity={"weights": "none"}).append(["a"], np.ones((1, 2), np.float32))
     other = FeatureStore(str(tmp_path), "f", 2, identity={"weights": "imagenet"})
     assert other.replaced and len(other) == 0
+
+
+def test_feature_rows_read_on_demand_index_like_numpy(tmp_path):
+    from feature_store import open_features
+
+    maps = np.random.default_rng(0).standard_normal((20, 3, 2)).astype(np.float16)
+    store = FeatureStore(str(tmp_path), "f", (3, 2), "float16", identity={"encoder": "x"})
+    store.append([f"img{i}" for i in range(20)], maps)
+    metadata = {"feature_dim": 2, "feature_shape": [3, 2],
+                "feature_store": {"name": "f", "dtype": "float16", "identity": {"encoder": "x"}}}
+    rows, names = open_features(str(tmp_path), metadata)
+    assert rows.shape == (20, 3, 2) and rows.dtype == np.float16 and names["img7"] == 7
+    for index in ([5, 3, 4, 19, 0, 3], [], np.array([2, 2, 1]), slice(10, 14), 7, -1):
+        np.testing.assert_array_equal(rows[index], maps[index])
+    np.testing.assert_array_equal(np.asarray(rows), maps)
+    with pytest.raises(IndexError, match="20 rows"):
+        rows[[20]]

@@ -319,3 +319,33 @@ def test_end_to_end_commands_with_a_test_image_missing(tiny_dataset, tmp_path):
     report = read_json(run_dir, "evaluation_test_beam3.json")
     assert report["images_scored"] == 2 and report["missing_images"] == [test_names[0]]
     assert report["weights"] == "none"
+
+
+def test_sharded_extraction_merges_into_the_same_features(tiny_dataset, tmp_path, capsys):
+    direct_dir, sharded_dir = str(tmp_path / "direct"), str(tmp_path / "sharded")
+    preprocess(tiny_config(tiny_dataset, direct_dir))
+    parts = [preprocess(tiny_config(tiny_dataset, sharded_dir, shard=f"{index}/2")) for index in (0, 1)]
+    assert [part["images"] for part in parts] == [8, 8]
+    assert not os.path.exists(os.path.join(sharded_dir, "metadata.json"))  # a shard is not a finished run
+    capsys.readouterr()
+    metadata = preprocess(tiny_config(tiny_dataset, sharded_dir))
+    out = capsys.readouterr().out
+    assert "merged 8 images' features from features_mobilenet_v2.shard0of2" in out and "16 already extracted, 0 to go" in out
+    assert not [name for name in os.listdir(sharded_dir) if ".shard" in name]  # merged shards are removed
+    sharded, sharded_rows = open_features(sharded_dir, metadata)
+    direct, direct_rows = open_features(direct_dir, read_json(direct_dir, "metadata.json"))
+    assert set(sharded_rows) == set(direct_rows)
+    for name in direct_rows:
+        np.testing.assert_allclose(sharded[sharded_rows[name]], direct[direct_rows[name]], rtol=1e-4, atol=1e-6)
+
+
+def test_bad_shard_values_and_foreign_shards_are_refused(tiny_dataset, tmp_path):
+    for value in ("2/2", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="expected I/N"):
+            preprocess(tiny_config(tiny_dataset, str(tmp_path / "run"), shard=value))
+    run_dir = str(tmp_path / "run")
+    preprocess(tiny_config(tiny_dataset, run_dir, shard="0/2", encoder_seed=99))  # another untrained encoder
+    with pytest.raises(ValueError, match="other encoder settings"):
+        preprocess(tiny_config(tiny_dataset, run_dir))
+    with pytest.raises(ValueError, match="--shard is for preprocess.py"):
+        train(tiny_config(tiny_dataset, run_dir, shard="0/2"))
