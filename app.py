@@ -17,8 +17,6 @@ import os
 import tempfile
 from typing import List
 
-from PIL import Image
-
 import streamlit as st
 
 from config import PROJECT_DIR, SAMPLE_DATA_DIR, quiet_tensorflow
@@ -26,8 +24,6 @@ from config import PROJECT_DIR, SAMPLE_DATA_DIR, quiet_tensorflow
 quiet_tensorflow()
 
 from captioner import Captioner  # noqa: E402
-from encoders import load_image  # noqa: E402
-from report import attention_figure  # noqa: E402
 
 RUNS_DIR = os.environ.get("CAPTION_RUNS_DIR", os.path.join(PROJECT_DIR, "runs"))
 SAMPLE_IMAGES = os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset")
@@ -64,11 +60,8 @@ def caption_image(run_dir: str, image_bytes: bytes, suffix: str, beam_size: int,
         greedy = captioner.caption_features(features, beam_size=1)[0]
         result = {"greedy": greedy, "beams": captioner.top_captions(features, top, beam_size=beam_size)[0]}
         if captioner.has_attention:
-            weights = captioner.attention_maps(features, [greedy])[0]
-            pixels, _ = load_image(path, 224)
-            figure = attention_figure(Image.fromarray(pixels.astype("uint8")), greedy.split(), weights)
             png = io.BytesIO()
-            figure.save(png, format="PNG")
+            captioner.attention_picture(path, features[0], greedy).save(png, format="PNG")
             result["attention_map"] = png.getvalue()
     return result
 

@@ -13,7 +13,7 @@ import numpy as np
 
 import attention  # noqa: F401  (registers the attention layer, so attention models load)
 from decoding import CaptionDecoder, is_attention_model
-from encoders import ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches
+from encoders import ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches, load_image
 from feature_store import feature_shape
 from vocabulary import END_ID, UNK_ID, Vocabulary
 
@@ -104,6 +104,16 @@ class Captioner:
                      for caption in captions]
         weights = attention.attention_weights(self.model, image_features, token_ids)
         return [image_weights[:len(ids) - 1] for image_weights, ids in zip(weights, token_ids)]
+
+    def attention_picture(self, path: str, image_features: np.ndarray, caption: str):
+        """One image file's attention map for `caption` (a PIL image: the photo, then a panel per word)."""
+        from PIL import Image
+
+        from report import attention_figure
+
+        weights = self.attention_maps(image_features[None], [caption])[0]
+        pixels, _ = load_image(path, 224)  # the square picture the encoder saw, at panel size
+        return attention_figure(Image.fromarray(pixels.astype(np.uint8)), caption.split(), weights)
 
     def caption_files(self, paths: Sequence[str], batch_size: int = 256,
                       top: int = 1) -> Tuple[Dict[str, object], List[ImageError]]:

@@ -15,15 +15,11 @@ import os
 import sys
 from typing import List
 
-from PIL import Image
-
 from config import Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
 from captioner import Captioner, warn_if_untrained  # noqa: E402
-from encoders import load_image  # noqa: E402
-from report import attention_figure  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "beam_size",
@@ -56,11 +52,9 @@ def write_attention_maps(captioner: Captioner, captions: dict, target: str, sing
     paths = list(texts)
     _, features, _ = captioner.image_features(paths)  # encoded again: the encoder is loaded, it is one pass
     written = []
-    size = 224
-    for path, weights in zip(paths, captioner.attention_maps(features, [texts[path] for path in paths])):
-        pixels, _ = load_image(path, size)
+    for path, image_features in zip(paths, features):
         out = attention_map_path(target, path, single)
-        attention_figure(Image.fromarray(pixels.astype("uint8")), texts[path].split(), weights, size=size).save(out)
+        captioner.attention_picture(path, image_features, texts[path]).save(out)
         written.append(out)
     return written
 
