@@ -282,18 +282,24 @@ def bench_attention(image_count: int, decode_images: int, beam_loop_images: int,
     decoder.greedy(features[:8])
     call = lambda inputs: models["attention"](inputs, training=False)  # noqa: E731
     beam_per_word(call, features[0], 2, 3)
-    seconds, _ = timed(lambda: [beam_per_word(call, f, length, 3) for f in features[:beam_loop_images]])
+    seconds, looped = timed(lambda: [beam_per_word(call, f, length, 3) for f in features[:beam_loop_images]])
     loop = row("beam 3, attention, per-word per-beam model call loop", beam_loop_images, seconds, "images")
-    seconds, _ = timed(decoder.beam_search, features, 3)
+    seconds, beams = timed(decoder.beam_search, features, 3)
     row("beam 3, attention, ours: batched, compiled", decode_images, seconds, "images", loop)
+    same = all([h.token_ids for h in beams[i]] == [t for t, _ in looped[i]] for i in range(beam_loop_images))
+    print(f"  {'    same beams as the loop on the images both decoded':52s} {same}")
     seconds, _ = timed(decoder.greedy, features)
     row("greedy, attention, ours: batched, compiled", decode_images, seconds, "images", loop)
     merge_decoder = CaptionDecoder(models["merge"], length)
     merge_decoder.beam_search(pooled[:8], 3)
-    seconds, _ = timed(merge_decoder.beam_search, pooled[:decode_images], 3)
+    seconds, merge_beams = timed(merge_decoder.beam_search, pooled[:decode_images], 3)
     row("beam 3, merge, ours (for comparison)", decode_images, seconds, "images", loop)
-    print("    (decoding ratios are against the attention per-beam loop. The models had one epoch on synthetic\n"
-          "     features: their captions are as long as such models make them, on every row alike)")
+
+    def mean_length(results):
+        return np.mean([len(image_beams[0].token_ids) for image_beams in results])
+    print(f"    (decoding ratios are against the attention per-beam loop. Words per best beam, <end> included:\n"
+          f"     attention {mean_length(beams):.1f} (loop's images {np.mean([len(b[0][0]) for b in looped]):.1f}), "
+          f"merge {mean_length(merge_beams):.1f}; the models had one epoch on synthetic features)")
 
 
 def main():
@@ -327,7 +333,7 @@ def main():
     if "decode" in arguments.stages:
         bench_decoding(1000, 5, 2, 2000, 16)
     if "attention" in arguments.stages:
-        bench_attention(600, 1000, 3, arguments.work_dir)
+        bench_attention(1200, 1000, 3, arguments.work_dir)
     if "scale" in arguments.stages:
         bench_scale(120_000, 4096, arguments.work_dir, arguments.scale_readers)
 
