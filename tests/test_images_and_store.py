@@ -111,3 +111,13 @@ def test_feature_rows_read_on_demand_index_like_numpy(tmp_path):
     np.testing.assert_array_equal(np.asarray(rows), maps)
     with pytest.raises(IndexError, match="20 rows"):
         rows[[20]]
+
+
+@pytest.mark.parametrize("encoder", ["vgg16", "xception", "inception_v3", "mobilenet_v2"])
+def test_spatial_encoders_give_the_map_shape_in_the_table(encoder):
+    from encoders import ENCODERS, build_encoder, encode_pixels
+
+    spec = ENCODERS[encoder]
+    model = build_encoder(encoder, "none", seed=1, features="spatial")
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, spec.input_size, spec.input_size, 3)).astype(np.float32)
+    assert encode_pixels(model, pixels).shape == (1, *spec.spatial_shape)
