@@ -162,7 +162,6 @@ def train(config: Config) -> dict:
         print(f"{run_dir} has no features yet: running preprocess first ({config.features} features)")
         preprocess(config)
     metadata, captions, vocabulary = load_run(run_dir)
-    save_config(config, run_dir, "train")
     features, image_rows = open_features(run_dir, metadata)
     length = metadata["max_caption_length"]
     train_rows, train_tokens = training_examples(captions["train"], image_rows, vocabulary.encode, length)
@@ -212,6 +211,8 @@ def train(config: Config) -> dict:
     if state["epochs_done"] >= config.epochs:
         print(f"already trained for {state['epochs_done']} epochs (asked for {config.epochs}): nothing to do")
         return state
+    # Saved only now: a command refused above must not overwrite the record of the run that made this folder.
+    save_config(config, run_dir, "train")
     dev_scorer = None if dev_batches is None else DevScorer(model, features, image_rows, captions["dev"],
                                                             vocabulary, length)
 

@@ -194,8 +194,13 @@ def test_decoder_and_features_must_match(trained_run, tmp_path):
     from predict import predict
     from train import train
 
+    config_path = os.path.join(trained_run.run_dir, "config_train.json")
+    with open(config_path, encoding="utf-8") as handle:
+        recorded = handle.read()
     with pytest.raises(ValueError, match="--features spatial"):
         train(tiny_config(trained_run.data_dir, trained_run.run_dir, decoder="attention", epochs=1))
+    with open(config_path, encoding="utf-8") as handle:
+        assert handle.read() == recorded  # a refused command leaves the run's record alone
     with pytest.raises(ValueError, match="--decoder attention"):
         build_model(tiny_config("", ""), VOCABULARY, (REGIONS, CHANNELS))
     image = os.path.join(trained_run.data_dir, "Flicker8k_Dataset", os.listdir(
