@@ -18,7 +18,6 @@ import tensorflow as tf
 from keras import layers
 
 from config import Config
-from vocabulary import START_ID
 
 
 @keras.saving.register_keras_serializable(package="captioner")
@@ -107,18 +106,18 @@ def build_attention_model(config: Config, vocabulary_size: int, feature_shape) -
     return keras.Model([image_features, caption_tokens], next_word, name="attention_captioner")
 
 
-def attention_weights(model: keras.Model, image_features: np.ndarray, token_ids: list) -> list:
-    """For each image and its caption's token ids, the attention over regions behind each token.
+def attention_weights(model: keras.Model, image_features: np.ndarray, caption_inputs: list) -> list:
+    """For each image and the tokens its decoder read (`<start> w1 .. wn`), the attention over regions
+    at each step: row t holds the weights with which the token after input t was chosen.
 
     The caption is fed back with teacher forcing: the weights at step t depend only on the image
-    and the tokens before t, so they are the weights the decoder used when it chose token t,
-    whichever search (greedy or beam) chose the caption. Returns arrays of shape (tokens, regions).
+    and the tokens before t, so they are the weights the decoder used when it chose that token,
+    whichever search (greedy or beam) chose the caption. Returns arrays of shape (steps, regions).
     """
     results = []
-    for features, ids in zip(image_features, token_ids):
-        inputs = tf.constant([[START_ID] + list(ids[:-1])], tf.int32) if ids else tf.zeros([1, 0], tf.int32)
+    for features, inputs in zip(image_features, caption_inputs):
         regions = model.get_layer("region_projection")(tf.constant(features[None], tf.float32))
-        words = tf.gather(model.get_layer("word_embedding").embeddings, inputs)
+        words = tf.gather(model.get_layer("word_embedding").embeddings, tf.constant([inputs], tf.int32))
         _, _, weights = model.get_layer("attention_lstm")(regions, words, training=False)
         results.append(weights.numpy()[0])
     return results

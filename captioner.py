@@ -12,10 +12,10 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 import attention  # noqa: F401  (registers the attention layer, so attention models load)
-from decoding import CaptionDecoder, is_attention_model
+from decoding import CaptionDecoder, decoder_name
 from encoders import ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches, load_image
 from feature_store import feature_shape
-from vocabulary import END_ID, UNK_ID, Vocabulary
+from vocabulary import Vocabulary
 
 
 def check_top(top: int, beam_size: int) -> None:
@@ -39,15 +39,18 @@ class Captioner:
         self.model = keras.models.load_model(model_path, compile=False)
         self.max_length = max_decode_length or self.metadata["max_caption_length"]
         self.decoder = CaptionDecoder(self.model, self.max_length)
-        self.has_attention = is_attention_model(self.model)
+        self.decoder_name = decoder_name(self.model)
         if beam_size < 1:
             raise ValueError(f"--beam_size must be at least 1, got {beam_size}")
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self._encoder = None
 
+    @property
+    def has_attention(self) -> bool:
+        return self.decoder_name == "attention"
+
     def describe(self) -> str:
-        decoder = "attention" if self.has_attention else "merge"
-        return f"{decoder} decoder, encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
+        return f"{self.decoder_name} decoder, encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
 
     def caption_features(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0) -> List[str]:
         """The best caption of each image, with the run's beam width unless `beam_size` is given."""
@@ -100,10 +103,10 @@ class Captioner:
         if not self.has_attention:
             raise ValueError(f"{self.run_dir} has a merge decoder, which has no attention map; "
                              f"train with --decoder attention")
-        token_ids = [[self.vocabulary.ids.get(word, UNK_ID) for word in caption.split()] + [END_ID]
-                     for caption in captions]
-        weights = attention.attention_weights(self.model, image_features, token_ids)
-        return [image_weights[:len(ids) - 1] for image_weights, ids in zip(weights, token_ids)]
+        # What the decoder read while writing each caption: <start> and its words (<end> is not read).
+        inputs = [self.vocabulary.encode(caption, len(caption.split()))[:-1] for caption in captions]
+        weights = attention.attention_weights(self.model, image_features, inputs)
+        return [image_weights[:-1] for image_weights in weights]  # the last row chose <end>
 
     def attention_picture(self, path: str, image_features: np.ndarray, caption: str):
         """One image file's attention map for `caption` (a PIL image: the photo, then a panel per word)."""
@@ -116,13 +119,16 @@ class Captioner:
         return attention_figure(Image.fromarray(pixels.astype(np.uint8)), caption.split(), weights)
 
     def caption_files(self, paths: Sequence[str], batch_size: int = 256,
-                      top: int = 1) -> Tuple[Dict[str, object], List[ImageError]]:
-        """Caption of each readable file (with `top` > 1: its best beams as (caption, log-probability))."""
+                      top: int = 1) -> Tuple[Dict[str, object], Dict[str, np.ndarray], List[ImageError]]:
+        """Caption of each readable file (with `top` > 1: its best beams as (caption, log-probability)),
+        the features of each readable file, and the errors of the others."""
         check_top(top, self.beam_size)  # before any image is encoded
         kept, features, errors = self.image_features(paths)
         if top > 1:
-            return dict(zip(kept, self.top_captions(features, top, batch_size))), errors
-        return dict(zip(kept, self.caption_features(features, batch_size))), errors
+            captions = self.top_captions(features, top, batch_size)
+        else:
+            captions = self.caption_features(features, batch_size)
+        return dict(zip(kept, captions)), dict(zip(kept, features)), errors
 
 
 def warn_if_untrained(captioner: Captioner) -> None:

@@ -65,15 +65,16 @@ class AttentionSteps:
         return self.next_word(hidden), state
 
 
-def is_attention_model(model) -> bool:
-    return any(layer.name == "attention_lstm" for layer in model.layers)
+def decoder_name(model) -> str:
+    """"attention" or "merge": which decoder a trained model is."""
+    return "attention" if any(layer.name == "attention_lstm" for layer in model.layers) else "merge"
 
 
 class CaptionDecoder:
     def __init__(self, model, max_length: int):
         self.max_length = max_length
         self.embedding = model.get_layer("word_embedding")
-        self.steps = AttentionSteps(model) if is_attention_model(model) else MergeSteps(model)
+        self.steps = AttentionSteps(model) if decoder_name(model) == "attention" else MergeSteps(model)
         self.vocabulary_size = model.get_layer("next_word").units
         banned = np.zeros((2, self.vocabulary_size), np.float32)
         banned[:, [PAD_ID, START_ID]] = -np.inf

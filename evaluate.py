@@ -95,7 +95,7 @@ def evaluate(config: Config) -> dict:
         generated = run_captions(config, split_images, features, image_rows, captioner) \
             if len(missing) < len(split_images) else {}
         image_dir = captioner.metadata.get("image_dir", "")
-        source = {"run_dir": run_dir, "decoder": "attention" if captioner.has_attention else "merge",
+        source = {"run_dir": run_dir, "decoder": captioner.decoder_name,
                   "encoder": captioner.metadata["encoder"],
                   "weights": captioner.metadata["weights"], "decoding": captioner.decoding()}
         suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"

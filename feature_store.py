@@ -31,9 +31,11 @@ class FeatureStore:
         self.feature_shape = (feature_shape,) if isinstance(feature_shape, int) else tuple(feature_shape)
         self.feature_dim = int(np.prod(self.feature_shape))
         self.dtype = np.dtype(dtype)
-        header = {"feature_dim": self.feature_dim, "dtype": self.dtype.name, **(identity or {})}
+        self.identity = dict(identity or {})
+        header = {"feature_dim": self.feature_dim, "dtype": self.dtype.name, **self.identity}
         if len(self.feature_shape) > 1:
             header["feature_shape"] = list(self.feature_shape)
+        self.header = header
         if os.path.exists(self.header_path):
             with open(self.header_path, encoding="utf-8") as handle:
                 if json.load(handle) != header:
@@ -88,11 +90,9 @@ class FeatureStore:
             self.names.append(name)
         self.notes.update(notes)
 
-    def matrix(self) -> np.ndarray:
-        """All features, shape (images, *feature_shape), as a read-only memory map (read only when indexed)."""
-        if not self.names:
-            return np.zeros((0, *self.feature_shape), self.dtype)
-        return np.memmap(self.rows_path, dtype=self.dtype, mode="r", shape=(len(self.names), *self.feature_shape))
+    def matrix(self) -> "FeatureRows":
+        """All features, shape (images, *feature_shape), read from the file only when indexed."""
+        return FeatureRows(self.rows_path, self.dtype, (len(self.names), *self.feature_shape))
 
 
 def shard_name(name: str, index: int, count: int) -> str:
@@ -104,31 +104,25 @@ def merge_shards(store: FeatureStore) -> List[tuple]:
     `store` does not hold yet, then deletes the shard's files. Safe to interrupt: a second run skips
     the rows already merged. Returns (shard file, images merged) pairs."""
     directory, name = os.path.dirname(store.rows_path), os.path.basename(store.rows_path)[:-len(".bin")]
-    with open(store.header_path, encoding="utf-8") as handle:
-        header = json.load(handle)
     merged = []
     for index_path in sorted(glob.glob(os.path.join(directory, glob.escape(name) + ".shard*of*.index"))):
         shard = os.path.basename(index_path)[:-len(".index")]
         with open(os.path.join(directory, shard + ".json"), encoding="utf-8") as handle:
-            if json.load(handle) != header:
+            if json.load(handle) != store.header:
                 raise ValueError(f"{os.path.join(directory, shard)}: made with other encoder settings than "
                                  f"{store.header_path}; delete its files or extract the shard again")
-        part = FeatureStore(directory, shard, store.feature_shape, store.dtype.name, _identity(header))
+        part = FeatureStore(directory, shard, store.feature_shape, store.dtype.name, store.identity)
         rows = part.matrix()
         new = [row for row, image in enumerate(part.names) if image not in store]
         for start in range(0, len(new), 256):
             chunk = new[start:start + 256]
-            store.append([part.names[row] for row in chunk], np.asarray(rows[chunk]),
+            store.append([part.names[row] for row in chunk], rows[chunk],
                          {part.names[row]: part.notes[part.names[row]] for row in chunk if part.names[row] in part.notes})
-        del rows
+        del rows  # closes the shard's file before it is deleted
         for path in (part.rows_path, part.index_path, part.header_path):
             os.remove(path)
         merged.append((shard, len(new)))
     return merged
-
-
-def _identity(header: dict) -> Dict[str, str]:
-    return {key: value for key, value in header.items() if key not in ("feature_dim", "dtype", "feature_shape")}
 
 
 class FeatureRows:
@@ -192,4 +186,4 @@ def open_features(run_dir: str, metadata: dict) -> tuple[FeatureRows, Dict[str, 
     store_info = metadata["feature_store"]
     store = FeatureStore(run_dir, store_info["name"], feature_shape(metadata), store_info["dtype"],
                          store_info["identity"])
-    return FeatureRows(store.rows_path, store.dtype, (len(store), *store.feature_shape)), dict(store.rows)
+    return store.matrix(), dict(store.rows)

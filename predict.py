@@ -46,15 +46,14 @@ def attention_map_path(target: str, image_path: str, single: bool) -> str:
     return f"{root}_{os.path.splitext(os.path.basename(image_path))[0]}{extension or '.png'}"
 
 
-def write_attention_maps(captioner: Captioner, captions: dict, target: str, single: bool) -> List[str]:
+def write_attention_maps(captioner: Captioner, captions: dict, features: dict, target: str,
+                         single: bool) -> List[str]:
     """Draws the attention behind each image's shown caption (the best beam with --top); returns the files."""
-    texts = {path: caption if isinstance(caption, str) else caption[0][0] for path, caption in captions.items()}
-    paths = list(texts)
-    _, features, _ = captioner.image_features(paths)  # encoded again: the encoder is loaded, it is one pass
     written = []
-    for path, image_features in zip(paths, features):
+    for path, caption in captions.items():
+        text = caption if isinstance(caption, str) else caption[0][0]
         out = attention_map_path(target, path, single)
-        captioner.attention_picture(path, image_features, texts[path]).save(out)
+        captioner.attention_picture(path, features[path], text).save(out)
         written.append(out)
     return written
 
@@ -73,7 +72,7 @@ def predict(config: Config) -> dict:
     if config.attention_map and not captioner.has_attention:
         raise ValueError(f"--attention_map: {captioner.run_dir} has a merge decoder, which does not attend to "
                          f"image regions; train one with --decoder attention")
-    captions, errors = captioner.caption_files(paths, config.decode_batch_size, config.top)
+    captions, features, errors = captioner.caption_files(paths, config.decode_batch_size, config.top)
     for error in errors:
         print(f"skipped {error}", file=sys.stderr)
     single = len(paths) == 1 and not any_folder
@@ -98,7 +97,7 @@ def predict(config: Config) -> dict:
                        "weights": captioner.metadata["weights"], "captions": captions,
                        "skipped": {str(error).split(":")[0]: error.kind for error in errors}}, handle, indent=1)
     if config.attention_map and captions:
-        for path in write_attention_maps(captioner, captions, config.attention_map, single):
+        for path in write_attention_maps(captioner, captions, features, config.attention_map, single):
             print(f"attention map: {path}", file=sys.stderr)
     # Files named one by one must all work; a folder's bad files are skipped and counted.
     return 1 if errors and not any_folder else 0

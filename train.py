@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 import attention  # noqa: E402,F401  (registers the attention layer, so its models load)
 from data_loader import caption_batches, training_examples  # noqa: E402
-from decoding import CaptionDecoder, is_attention_model  # noqa: E402
+from decoding import CaptionDecoder, decoder_name  # noqa: E402
 from feature_store import feature_shape, open_features  # noqa: E402
 from metrics import coco_scores  # noqa: E402
 from model import build_model, compile_model  # noqa: E402
@@ -192,7 +192,7 @@ def train(config: Config) -> dict:
             raise ValueError(f"{run_dir} was trained with --monitor {state['monitor']}; resume with the same "
                              f"--monitor, or train from scratch in a new --run_dir")
         model = keras.models.load_model(last_path)
-        trained_decoder = "attention" if is_attention_model(model) else "merge"
+        trained_decoder = decoder_name(model)
         if trained_decoder != config.decoder:
             raise ValueError(f"{run_dir} holds a {trained_decoder} decoder; resume with --decoder {trained_decoder}, "
                              f"or train from scratch in a new --run_dir")
