@@ -68,6 +68,10 @@ class Config:
                            "greedy captions, or dev loss", choices=("cider", "bleu4", "val_loss"))
     eval_every: int = _option(1, "caption the dev split and score it every N epochs (and after the last)")
     patience: int = _option(5, "stop after this many epochs without a better --monitor value (0 = never stop early)")
+    strategy: str = _option("none", "tf.distribute: mirrored (every GPU of this machine, or its logical CPUs) or "
+                                    "multi_worker (several machines configured by TF_CONFIG; README, 'Several "
+                                    "machines'); --batch_size is the global batch, split across replicas",
+                            choices=("none", "mirrored", "multi_worker"))
     decay_patience: int = _option(2, "halve the learning rate after this many epochs without a better --monitor "
                                      "value (0 = constant learning rate)")
 
@@ -135,7 +139,7 @@ PREPROCESS_FLAGS = ("data_dir", "run_dir", "download", "encoder", "weights", "li
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout", "attention_units",
                                   "attention_regularization", "epochs", "batch_size", "length_window",
                                   "learning_rate", "seed", "resume", "monitor", "eval_every", "patience",
-                                  "decay_patience")
+                                  "decay_patience", "strategy")
 
 
 def run_script(main, *args) -> None:

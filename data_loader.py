@@ -248,7 +248,8 @@ def training_examples(captions_by_image: Dict[str, List[str]], image_rows: Dict[
 
 
 def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_tokens: np.ndarray,
-                    batch_size: int, shuffle: bool, seed: int, length_window: int = 0):
+                    batch_size: int, shuffle: bool, seed: int, length_window: int = 0,
+                    shard: tuple = (0, 1), drop_remainder: bool = False):
     """A tf.data pipeline of teacher-forcing batches.
 
     Each element is ({"image_features", "caption_tokens"}, next_words, weights): the decoder reads
@@ -259,6 +260,9 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     `length_window` > 0 (with shuffle): the shuffled captions are taken `length_window` batches at a
     time and sorted by length inside that window, so each batch holds captions of similar length and
     carries little padding; the batches are then shuffled again, so batch order stays random.
+
+    `shard` = (index, count): keep every count-th caption of the (shuffled) order, starting at index.
+    Every distributed worker shuffles with the same seed, so the shards are disjoint in every epoch.
     """
     import tensorflow as tf
 
@@ -287,12 +291,17 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
     dataset = tf.data.Dataset.from_tensor_slices((feature_rows, caption_tokens))
     if shuffle:
         dataset = dataset.shuffle(len(feature_rows), seed=seed, reshuffle_each_iteration=True)
+    shard_index, shard_count = shard
+    if shard_count > 1:
+        dataset = dataset.shard(shard_count, shard_index)
     if shuffle and length_window > 0:
-        dataset = dataset.batch(batch_size * length_window).map(sort_by_length).rebatch(batch_size)
+        dataset = dataset.batch(batch_size * length_window).map(sort_by_length)
+        dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
         dataset = dataset.shuffle(length_window, seed=seed + 1, reshuffle_each_iteration=True)
         # rebatch hides the batch count from Keras, which then warns that the data "ran out".
-        batches = (len(feature_rows) + batch_size - 1) // batch_size
+        captions = len(range(shard_index, len(feature_rows), shard_count))
+        batches = captions // batch_size if drop_remainder else (captions + batch_size - 1) // batch_size
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     else:
-        dataset = dataset.batch(batch_size)
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -2,6 +2,7 @@
 
     python train.py --epochs 20 --batch_size 32
     python train.py --decoder attention         # soft attention over image regions (spatial features)
+    python train.py --strategy mirrored         # every local GPU; multi_worker: several machines (TF_CONFIG)
 
 Runs preprocess.py first when the run folder has no metadata yet, so this one command goes from
 images to a model. Keeps the model with the best dev CIDEr-D (`--monitor`), scoring greedy dev captions
@@ -17,6 +18,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from typing import Dict, List, Optional
 
 from config import TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, run_script, save_config
@@ -29,6 +31,8 @@ import numpy as np  # noqa: E402
 import attention  # noqa: E402,F401  (registers the attention layer, so its models load)
 from data_loader import caption_batches, training_examples  # noqa: E402
 from decoding import CaptionDecoder, decoder_name  # noqa: E402
+from distributed import (describe, distributed_batches, fit_distributed, is_chief, make_strategy,  # noqa: E402
+                         same_on_every_worker, validation_scores)
 from feature_store import feature_shape, open_features  # noqa: E402
 from metrics import coco_scores  # noqa: E402
 from model import build_model, compile_model  # noqa: E402
@@ -75,12 +79,17 @@ def patience_exhausted(epochs_done: int, best_epoch: int, patience: int) -> bool
 
 class EpochBookkeeping(keras.callbacks.Callback):
     """After each epoch: scores the dev split when due, keeps the best model by the monitored value,
-    saves the resumable checkpoint, appends to history.csv, redraws the curves, prints one line."""
+    saves the resumable checkpoint, appends to history.csv, redraws the curves, prints one line.
+
+    With `writes` False (a distributed worker other than the chief) it takes the same decisions from
+    the same numbers but leaves the run folder to the chief.
+    """
 
     def __init__(self, run_dir: str, config: Config, monitor: str, state: dict,
-                 dev_scorer: Optional[DevScorer]):
+                 dev_scorer: Optional[DevScorer], writes: bool = True):
         super().__init__()
         self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
+        self.writes = writes
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
         self.last_decay = state.get("last_decay_epoch", 0)
         self.started = time.monotonic()
@@ -91,39 +100,51 @@ class EpochBookkeeping(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         row = {key: float(value) for key, value in (logs or {}).items() if key in HISTORY_COLUMNS}
-        due = done % self.config.eval_every == 0 or done == self.config.epochs
-        if self.dev_scorer is not None and due:
+        if self.dev_scorer is not None and dev_scoring_due(done, self.config):
             row.update(self.dev_scorer())
         row.update(epoch=done, seconds=round(time.monotonic() - self.started, 1))
         column, higher_is_better = MONITORS[self.monitor]
         improved = column in row and is_better(row[column], self.best, higher_is_better)
         if improved:
             self.best, self.best_epoch = row[column], done
-            self.model.save(os.path.join(self.run_dir, BEST_MODEL))
+            if self.writes:
+                self.model.save(os.path.join(self.run_dir, BEST_MODEL))
         decay, decayed = self.config.decay_patience, False
         if decay and done - max(self.best_epoch, self.last_decay) >= decay:
             # A plateau: smaller steps often find a better model than stopping would.
             learning_rate = self.model.optimizer.learning_rate
-            learning_rate.assign(learning_rate * 0.5)
+            learning_rate.assign(learning_rate_of(self.model) * 0.5)
             self.last_decay, decayed = done, True
         # The checkpoint first, then the state that points at it: a crash between the two
         # only repeats one epoch. The optimizer (learning rate included) is saved with the checkpoint.
-        self.model.save(os.path.join(self.run_dir, LAST_MODEL))
-        write_json(os.path.join(self.run_dir, STATE),
-                   {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
-                    "last_decay_epoch": self.last_decay, "learning_rate": float(self.model.optimizer.learning_rate)})
-        append_history(os.path.join(self.run_dir, HISTORY), row)
-        plot_training_curves(read_history(os.path.join(self.run_dir, HISTORY)), os.path.join(self.run_dir, CURVES))
+        if self.writes:
+            self.model.save(os.path.join(self.run_dir, LAST_MODEL))
+            write_json(os.path.join(self.run_dir, STATE),
+                       {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
+                        "last_decay_epoch": self.last_decay,
+                        "learning_rate": learning_rate_of(self.model)})
+            append_history(os.path.join(self.run_dir, HISTORY), row)
+            plot_training_curves(read_history(os.path.join(self.run_dir, HISTORY)),
+                                 os.path.join(self.run_dir, CURVES))
         shown = "  ".join(f"{key} {row[key]:.4f}" for key in HISTORY_COLUMNS[1:-1] if key in row)
         print(f"epoch {done}/{self.config.epochs}  {shown}  ({row['seconds']:.0f} s)"
-              + ("  (best so far: saved)" if improved else ""), flush=True)
+              + (f"  (best so far{': saved' if self.writes else ''})" if improved else ""), flush=True)
         if decayed:
             print(f"no better {column} for {decay} epochs: learning rate halved to "
-                  f"{float(self.model.optimizer.learning_rate):.2e}")
+                  f"{learning_rate_of(self.model):.2e}")
         if patience_exhausted(done, self.best_epoch, self.config.patience):
             print(f"stopping early: no better {column} for {self.config.patience} epochs "
                   f"(best at epoch {self.best_epoch})")
             self.model.stop_training = True
+
+
+def learning_rate_of(model: keras.Model) -> float:
+    # .numpy() also reads a tf.distribute copy of the variable, which float() cannot.
+    return float(model.optimizer.learning_rate.numpy())
+
+
+def dev_scoring_due(epochs_done: int, config: Config) -> bool:
+    return epochs_done % config.eval_every == 0 or epochs_done == config.epochs
 
 
 def append_history(path: str, row: Dict[str, float]) -> None:
@@ -155,8 +176,14 @@ def train(config: Config) -> dict:
         raise ValueError("--shard is for preprocess.py: extract each part with it, merge without it, then train")
     if config.eval_every < 1:
         raise ValueError(f"--eval_every must be at least 1, got {config.eval_every}")
+    # Before any other TensorFlow work: a multi-worker strategy must be set up at program start.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
     run_dir = config.resolved_run_dir()
     if not os.path.exists(os.path.join(run_dir, METADATA)):
+        if config.strategy == "multi_worker":
+            raise ValueError(f"{run_dir} has no features: run preprocess.py first (--shard I/N on each machine, "
+                             f"then once without --shard to merge) and give every worker the run folder")
         if config.decoder == "attention" and config.features != "spatial":
             config = dataclasses.replace(config, features="spatial")
         print(f"{run_dir} has no features yet: running preprocess first ({config.features} features)")
@@ -171,6 +198,8 @@ def train(config: Config) -> dict:
     print(f"training on {len(train_rows)} captions of {len(set(train_rows.tolist()))} images, "
           f"validating on {len(dev_rows)} dev captions; {config.decoder} decoder, encoder {metadata['encoder']} "
           f"({metadata.get('features', 'global')} features), weights {metadata['weights']}")
+    if strategy is not None:
+        print(f"--strategy {config.strategy}, global batch {config.batch_size}: {describe(strategy)}")
 
     keras.utils.set_random_seed(config.seed)
     train_batches = caption_batches(features, train_rows, train_tokens, config.batch_size, True, config.seed,
@@ -185,13 +214,20 @@ def train(config: Config) -> dict:
 
     state_path, last_path = os.path.join(run_dir, STATE), os.path.join(run_dir, LAST_MODEL)
     state = {"epochs_done": 0, "monitor": monitor, "best": None, "best_epoch": 0}
-    if config.resume and os.path.exists(state_path) and os.path.exists(last_path):
+    resuming = config.resume and os.path.exists(state_path) and os.path.exists(last_path)
+    if resuming:
         with open(state_path, encoding="utf-8") as handle:
             state = json.load(handle)
+    # Checked before any worker builds a model: they must build the same variables in the same order.
+    if strategy is not None and not same_on_every_worker(strategy, state["epochs_done"]):
+        raise ValueError(f"the workers' run folders disagree on how many epochs are done (this one: "
+                         f"{state['epochs_done']}): give every worker a copy of the chief's run folder")
+    if resuming:
         if state["monitor"] != monitor:
             raise ValueError(f"{run_dir} was trained with --monitor {state['monitor']}; resume with the same "
                              f"--monitor, or train from scratch in a new --run_dir")
-        model = keras.models.load_model(last_path)
+        with strategy.scope() if strategy else nullcontext():
+            model = keras.models.load_model(last_path)
         trained_decoder = decoder_name(model)
         if trained_decoder != config.decoder:
             raise ValueError(f"{run_dir} holds a {trained_decoder} decoder; resume with --decoder {trained_decoder}, "
@@ -201,9 +237,10 @@ def train(config: Config) -> dict:
     else:
         if config.resume:
             print("nothing to resume in this run folder: starting from scratch", file=sys.stderr)
-        model = build_model(config, len(vocabulary), feature_shape(metadata))
-        compile_model(model, config.learning_rate)
-        if os.path.exists(os.path.join(run_dir, HISTORY)):
+        with strategy.scope() if strategy else nullcontext():
+            model = build_model(config, len(vocabulary), feature_shape(metadata))
+            compile_model(model, config.learning_rate)
+        if chief and os.path.exists(os.path.join(run_dir, HISTORY)):
             os.remove(os.path.join(run_dir, HISTORY))
     if patience_exhausted(state["epochs_done"], state["best_epoch"], config.patience):
         print(f"stopped early before (best at epoch {state['best_epoch']}, patience {config.patience}): nothing to do")
@@ -212,15 +249,31 @@ def train(config: Config) -> dict:
         print(f"already trained for {state['epochs_done']} epochs (asked for {config.epochs}): nothing to do")
         return state
     # Saved only now: a command refused above must not overwrite the record of the run that made this folder.
-    save_config(config, run_dir, "train")
-    dev_scorer = None if dev_batches is None else DevScorer(model, features, image_rows, captions["dev"],
-                                                            vocabulary, length)
+    if chief:
+        save_config(config, run_dir, "train")
+    dev_scorer = None if dev_batches is None or not chief else DevScorer(model, features, image_rows,
+                                                                         captions["dev"], vocabulary, length)
 
-    # Keras warns that it cannot shuffle a tf.data pipeline; ours shuffles itself.
-    warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
-    model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs, initial_epoch=state["epochs_done"],
-              verbose=1 if sys.stdout.isatty() else 0,
-              callbacks=[EpochBookkeeping(run_dir, config, monitor, state, dev_scorer)])
+    if strategy is None:
+        # Keras warns that it cannot shuffle a tf.data pipeline; ours shuffles itself.
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
+        model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs,
+                  initial_epoch=state["epochs_done"], verbose=1 if sys.stdout.isatty() else 0,
+                  callbacks=[EpochBookkeeping(run_dir, config, monitor, state, dev_scorer)])
+    else:
+        def chief_scores(epoch: int) -> Dict[str, float]:
+            scores = {} if dev_batches is None else validation_scores(model, dev_batches)
+            if dev_scorer is not None and dev_scoring_due(epoch + 1, config):
+                scores.update(dev_scorer())
+            return scores
+
+        batches, steps = distributed_batches(strategy, features, train_rows, train_tokens, config.batch_size,
+                                             config.seed, config.length_window)
+        fit_distributed(model, strategy, batches, steps, config.epochs, state["epochs_done"],
+                        EpochBookkeeping(run_dir, config, monitor, state, None, writes=chief), chief_scores)
+        if not chief:
+            print("this worker is done; the chief wrote the model into its run folder")
+            return state
     with open(state_path, encoding="utf-8") as handle:
         state = json.load(handle)
     if state["best"] is None:
