@@ -12,9 +12,10 @@ import pytest
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
 sys.path.insert(0, os.path.join(PROJECT, "data"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from config import Config  # noqa: E402
+from config import Config, quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # the scripts' TensorFlow settings (oneDNN on), before any test imports TensorFlow
 from make_sample import make_sample  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(PROJECT), "shared")
