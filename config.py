@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -170,8 +171,9 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if "tensorflow" in sys.modules:
         return
-    # The oneDNN notice is written by absl straight to file descriptor 2 while TensorFlow loads,
-    # before TF_CPP_MIN_LOG_LEVEL applies: catch that descriptor during the import, pass on the rest.
+    # While TensorFlow loads, absl writes its info and warning lines (the oneDNN notice; "Could not find
+    # cuda drivers" from the GPU build) straight to file descriptor 2, before TF_CPP_MIN_LOG_LEVEL
+    # applies: catch that descriptor during the import and pass on everything else (errors included).
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as caught:
@@ -183,5 +185,5 @@ def quiet_tensorflow() -> None:
             os.close(saved)
             caught.seek(0)
             for line in caught.read().decode(errors="replace").splitlines():
-                if "oneDNN custom operations" not in line and "before absl::InitializeLog" not in line:
+                if not re.match(r"[IW]\d{4} ", line) and "before absl::InitializeLog" not in line:
                     print(line, file=sys.stderr)

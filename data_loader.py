@@ -47,7 +47,7 @@ class Dataset:
 
 def _find(data_dir: str, candidates: List[str]) -> Optional[str]:
     for candidate in candidates:
-        path = os.path.join(data_dir, candidate)
+        path = os.path.normpath(os.path.join(data_dir, candidate))
         if os.path.exists(path):
             return path
     return None
@@ -204,7 +204,7 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_ima
 
     split_files = None
     for text_dir in TEXT_FOLDERS if karpathy_splits is None else ():
-        split_files = _read_split_files(os.path.join(data_dir, text_dir))
+        split_files = _read_split_files(os.path.normpath(os.path.join(data_dir, text_dir)))
         if split_files:
             break
     if karpathy_splits is not None:

@@ -12,6 +12,7 @@ Both print the caption-prior baseline beside the scores.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -126,7 +127,7 @@ def evaluate(config: Config) -> dict:
         print(f"{metric} unavailable: {reason}")
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")
     result = {
-        "split": config.split, **source, "coco_protocol": COCO_PROTOCOL, "nltk_protocol": PROTOCOL,
+        "split": config.split, **source, "config": dataclasses.asdict(config), "coco_protocol": COCO_PROTOCOL, "nltk_protocol": PROTOCOL,
         "images_scored": len(names), "images_missing": len(missing), "scores": scores.corpus,
         "unavailable": scores.unavailable, "nltk_bleu": nltk_scores,
         "caption_prior": {"caption": prior, "scores": prior_scores.corpus},

@@ -48,11 +48,18 @@ def attention_map_path(target: str, image_path: str, single: bool) -> str:
 
 def write_attention_maps(captioner: Captioner, captions: dict, features: dict, target: str,
                          single: bool) -> List[str]:
-    """Draws the attention behind each image's shown caption (the best beam with --top); returns the files."""
+    """Draws the attention behind each image's shown caption (the best beam with --top); returns the files.
+
+    Images of the same name from different folders get OUT_<name>_2.png, ... instead of overwriting."""
     written = []
     for path, caption in captions.items():
         text = caption if isinstance(caption, str) else caption[0][0]
         out = attention_map_path(target, path, single)
+        root, extension = os.path.splitext(out)
+        copy = 1
+        while out in written:
+            copy += 1
+            out = f"{root}_{copy}{extension}"
         captioner.attention_picture(path, features[path], text).save(out)
         written.append(out)
     return written
@@ -73,11 +80,11 @@ def predict(config: Config) -> dict:
         raise ValueError(f"--attention_map: {captioner.run_dir} has a merge decoder, which does not attend to "
                          f"image regions; train one with --decoder attention")
     captions, features, errors = captioner.caption_files(paths, config.decode_batch_size, config.top)
-    for error in errors:
-        print(f"skipped {error}", file=sys.stderr)
     single = len(paths) == 1 and not any_folder
     if single and errors:
         raise ValueError(str(errors[0]))
+    for error in errors:
+        print(f"skipped {error}", file=sys.stderr)
     for path, caption in captions.items():
         if config.top > 1:
             if not single:

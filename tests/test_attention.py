@@ -187,6 +187,14 @@ def test_spatial_features_attention_training_resume_evaluate_and_maps(attention_
     with Image.open(out) as figure:
         panels = len(caption.split()) + 1
         assert figure.size == (224 * min(panels, 5), (224 + 26) * ((panels + 4) // 5))
+    # Two images of the same name from different folders: one map each, none overwritten.
+    other_folder = tmp_path / "other"
+    other_folder.mkdir()
+    shutil.copy(image, other_folder / name)
+    assert predict(tiny_config(tiny_dataset, run_dir, image_path=[image, str(other_folder / name)],
+                               attention_map=out)) == 0
+    stem = os.path.splitext(name)[0]
+    assert os.path.exists(tmp_path / f"map_{stem}.png") and os.path.exists(tmp_path / f"map_{stem}_2.png")
 
 
 def test_decoder_and_features_must_match(trained_run, tmp_path):

@@ -147,6 +147,11 @@ def test_multi_worker_without_a_usable_tf_config_is_refused(trained_run, tmp_pat
     with pytest.raises(ValueError, match="task index 3"):
         train(tiny_config(trained_run.data_dir, run_dir, strategy="multi_worker"))
     assert sorted(os.listdir(run_dir)) == sorted(RUN_FILES)
+    # A worker must not extract features itself: the others would race it into the same folder.
+    empty = str(tmp_path / "empty")
+    [(code, _, err)] = run_workers(trained_run.data_dir, [empty], "--epochs", "1")
+    assert code == 2 and "run preprocess.py first" in err.strip().splitlines()[-1]
+    assert not os.path.exists(empty)
 
 
 def test_mirrored_attention_decoder_adds_its_penalty_like_fit_does(attention_run, tmp_path):

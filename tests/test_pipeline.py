@@ -240,6 +240,7 @@ def test_predict_bad_image_is_one_line_and_nonzero(trained_run, tmp_path, conten
     assert result.returncode != 0 and result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(path) in errors[0]
+    assert not any(line.startswith("skipped") for line in result.stderr.splitlines())  # one line, not two
 
 
 def test_predict_computes_the_features_preprocess_stored(trained_run):
@@ -265,6 +266,7 @@ def test_evaluate_scores_with_coco_metrics_and_writes_json_and_report(trained_ru
     assert "CIDEr-D" in result.stdout and "caption prior" in result.stdout
     report = read_json(trained_run.run_dir, "evaluation_dev_beam3.json")
     assert report["images_scored"] == 3 and report["images_missing"] == 0
+    assert report["config"]["beam_size"] == 3 and report["config"]["split"] == "dev"  # the resolved config
     assert set(report["scores"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"}
     assert report["nltk_bleu"]["BLEU-1"] == pytest.approx(report["scores"]["BLEU-1"], abs=1e-6)
     for entry in report["captions"].values():
