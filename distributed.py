@@ -125,17 +125,19 @@ def word_statistics(targets, probabilities, weights):
     return tf.reduce_sum(per_word * weights), tf.reduce_sum(weights), tf.reduce_sum(correct * weights)
 
 
-def validation_scores(model: keras.Model, batches) -> Dict[str, float]:
+class ValidationScores:
     """Cross-entropy and accuracy over real words of the dev batches, on this worker's copy of the model."""
 
-    @tf.function
-    def one_batch(inputs, targets, weights):
-        return word_statistics(targets, model(inputs, training=False), weights)
+    def __init__(self, model: keras.Model):
+        # Traced once for every caption length (reduce_retracing), not once per batch shape and epoch.
+        self.one_batch = tf.function(lambda inputs, targets, weights: word_statistics(
+            targets, model(inputs, training=False), weights), reduce_retracing=True)
 
-    totals = np.zeros(3)
-    for inputs, targets, weights in batches:
-        totals += [float(value) for value in one_batch(inputs, targets, weights)]
-    return {"val_loss": totals[0] / max(totals[1], 1.0), "val_accuracy": totals[2] / max(totals[1], 1.0)}
+    def __call__(self, batches) -> Dict[str, float]:
+        totals = np.zeros(3)
+        for inputs, targets, weights in batches:
+            totals += [float(value) for value in self.one_batch(inputs, targets, weights)]
+        return {"val_loss": totals[0] / max(totals[1], 1.0), "val_accuracy": totals[2] / max(totals[1], 1.0)}
 
 
 def broadcast_from_chief(strategy: tf.distribute.Strategy, values: np.ndarray) -> np.ndarray:

@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import attention  # noqa: E402,F401  (registers the attention layer, so its models load)
 from data_loader import caption_batches, training_examples  # noqa: E402
 from decoding import CaptionDecoder, decoder_name  # noqa: E402
-from distributed import (describe, distributed_batches, fit_distributed, is_chief, make_strategy,  # noqa: E402
-                         same_on_every_worker, validation_scores)
+from distributed import (ValidationScores, describe, distributed_batches, fit_distributed, is_chief,  # noqa: E402
+                         make_strategy, same_on_every_worker)
 from feature_store import feature_shape, open_features  # noqa: E402
 from metrics import coco_scores  # noqa: E402
 from model import build_model, compile_model  # noqa: E402
@@ -261,8 +261,10 @@ def train(config: Config) -> dict:
                   initial_epoch=state["epochs_done"], verbose=1 if sys.stdout.isatty() else 0,
                   callbacks=[EpochBookkeeping(run_dir, config, monitor, state, dev_scorer)])
     else:
+        validation_scores = ValidationScores(model)
+
         def chief_scores(epoch: int) -> Dict[str, float]:
-            scores = {} if dev_batches is None else validation_scores(model, dev_batches)
+            scores = {} if dev_batches is None else validation_scores(dev_batches)
             if dev_scorer is not None and dev_scoring_due(epoch + 1, config):
                 scores.update(dev_scorer())
             return scores
