@@ -126,14 +126,17 @@ def parse_config(field_names: Iterable[str], description: str, argv: list[str] |
     return dataclasses.replace(defaults, **vars(args))
 
 
+def resolved_config(config: Config, run_dir: str) -> dict:
+    """Every setting of a run as plain values, with the run folder it actually used."""
+    return {**dataclasses.asdict(config), "run_dir": run_dir}
+
+
 def save_config(config: Config, run_dir: str, script: str) -> str:
     """Writes the resolved configuration of one script's run as JSON into the run folder."""
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, f"config_{script}.json")
-    values = dataclasses.asdict(config)
-    values["run_dir"] = run_dir
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(values, handle, indent=2)
+        json.dump(resolved_config(config, run_dir), handle, indent=2)
     return path
 
 
@@ -163,7 +166,7 @@ def quiet_tensorflow() -> None:
     """Turns on TensorFlow's oneDNN CPU kernels and imports TensorFlow without its start-up chatter.
 
     oneDNN is on by default only on CPUs with AVX-512/AMX; on this project's AVX2 machine, turning it
-    on made MobileNetV2 extraction about 1.5x faster (BENCHMARKS.md). TF_ENABLE_ONEDNN_OPTS=0 turns it off.
+    on made MobileNetV2 extraction 1.3-1.9x faster (BENCHMARKS.md). TF_ENABLE_ONEDNN_OPTS=0 turns it off.
     Log level 3 also hides oneDNN's "falls back to Eigen for int32/bool" lines; TensorFlow's errors
     still reach the user as Python exceptions.
     """

@@ -22,7 +22,7 @@ KARPATHY_FILES = ("dataset_flickr8k.json", "dataset_flickr30k.json", "dataset_co
 # Karpathy's "restval" (COCO val2014 images outside his val and test) is training data by convention.
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "dev", "test": "test"}
 SPLIT_FILES = {split: f"Flickr_8k.{split}Images.txt" for split in SPLITS}
-TEXT_FOLDERS = ("Flickr8k_text", ".")
+TEXT_FOLDERS = ("Flickr8k_text", "")  # "": the dataset folder itself (joins without a "./")
 # Flickr8k's official proportions: 6000 / 1000 / 1000.
 SPLIT_FRACTIONS = {"train": 0.75, "dev": 0.125, "test": 0.125}
 
@@ -47,7 +47,7 @@ class Dataset:
 
 def _find(data_dir: str, candidates: List[str]) -> Optional[str]:
     for candidate in candidates:
-        path = os.path.normpath(os.path.join(data_dir, candidate))
+        path = os.path.join(data_dir, candidate)
         if os.path.exists(path):
             return path
     return None
@@ -204,7 +204,7 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_ima
 
     split_files = None
     for text_dir in TEXT_FOLDERS if karpathy_splits is None else ():
-        split_files = _read_split_files(os.path.normpath(os.path.join(data_dir, text_dir)))
+        split_files = _read_split_files(os.path.join(data_dir, text_dir))
         if split_files:
             break
     if karpathy_splits is not None:

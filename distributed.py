@@ -55,20 +55,23 @@ def make_strategy(name: str) -> Optional[tf.distribute.Strategy]:
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+def _cluster(strategy: Optional[tf.distribute.Strategy]) -> Dict[str, list]:
+    """TF_CONFIG's cluster ({"worker": [...], "chief": [...]}); empty for a single machine."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver.cluster_spec().as_dict() if resolver is not None else {}
+
+
 def is_chief(strategy: Optional[tf.distribute.Strategy]) -> bool:
     """True on the worker that writes the run folder: the only one, a task named chief, or worker 0."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
+    cluster = _cluster(strategy)
+    if not cluster:
         return True
-    if resolver.task_type == "chief":
-        return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 \
-        and "chief" not in resolver.cluster_spec().as_dict()
+    task_type, task_id = strategy.cluster_resolver.task_type, strategy.cluster_resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
 
 
 def worker_count(strategy: tf.distribute.Strategy) -> int:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    cluster = _cluster(strategy)
     return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
 
 

@@ -12,13 +12,12 @@ Both print the caption-prior baseline beside the scores.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
 from typing import Dict, List
 
-from config import Config, parse_config, quiet_tensorflow, run_script
+from config import Config, parse_config, quiet_tensorflow, resolved_config, run_script
 
 quiet_tensorflow()
 
@@ -127,7 +126,8 @@ def evaluate(config: Config) -> dict:
         print(f"{metric} unavailable: {reason}")
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")
     result = {
-        "split": config.split, **source, "config": dataclasses.asdict(config), "coco_protocol": COCO_PROTOCOL, "nltk_protocol": PROTOCOL,
+        "split": config.split, **source, "config": resolved_config(config, source.get("run_dir", config.run_dir)),
+        "coco_protocol": COCO_PROTOCOL, "nltk_protocol": PROTOCOL,
         "images_scored": len(names), "images_missing": len(missing), "scores": scores.corpus,
         "unavailable": scores.unavailable, "nltk_bleu": nltk_scores,
         "caption_prior": {"caption": prior, "scores": prior_scores.corpus},

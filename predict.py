@@ -39,27 +39,27 @@ def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:
     return paths, any_folder
 
 
-def attention_map_path(target: str, image_path: str, single: bool) -> str:
+def attention_map_path(target: str, image_path: str, single: bool, taken: List[str]) -> str:
+    """`target` itself for one image; else OUT_<image name>.png, or OUT_<image name>_2.png, ... when
+    an image of the same name from another folder already took that file."""
     if single:
         return target
     root, extension = os.path.splitext(target)
-    return f"{root}_{os.path.splitext(os.path.basename(image_path))[0]}{extension or '.png'}"
+    root, extension = f"{root}_{os.path.splitext(os.path.basename(image_path))[0]}", extension or ".png"
+    path, copy = root + extension, 1
+    while path in taken:
+        copy += 1
+        path = f"{root}_{copy}{extension}"
+    return path
 
 
 def write_attention_maps(captioner: Captioner, captions: dict, features: dict, target: str,
                          single: bool) -> List[str]:
-    """Draws the attention behind each image's shown caption (the best beam with --top); returns the files.
-
-    Images of the same name from different folders get OUT_<name>_2.png, ... instead of overwriting."""
+    """Draws the attention behind each image's shown caption (the best beam with --top); returns the files."""
     written = []
     for path, caption in captions.items():
         text = caption if isinstance(caption, str) else caption[0][0]
-        out = attention_map_path(target, path, single)
-        root, extension = os.path.splitext(out)
-        copy = 1
-        while out in written:
-            copy += 1
-            out = f"{root}_{copy}{extension}"
+        out = attention_map_path(target, path, single, written)
         captioner.attention_picture(path, features[path], text).save(out)
         written.append(out)
     return written

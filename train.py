@@ -202,8 +202,6 @@ def train(config: Config) -> dict:
         print(f"--strategy {config.strategy}, global batch {config.batch_size}: {describe(strategy)}")
 
     keras.utils.set_random_seed(config.seed)
-    train_batches = caption_batches(features, train_rows, train_tokens, config.batch_size, True, config.seed,
-                                    config.length_window)
     dev_batches = caption_batches(features, dev_rows, dev_tokens, config.batch_size, False, config.seed) \
         if len(dev_rows) else None
     monitor = config.monitor
@@ -257,6 +255,8 @@ def train(config: Config) -> dict:
     if strategy is None:
         # Keras warns that it cannot shuffle a tf.data pipeline; ours shuffles itself.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
+        train_batches = caption_batches(features, train_rows, train_tokens, config.batch_size, True, config.seed,
+                                        config.length_window)
         model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs,
                   initial_epoch=state["epochs_done"], verbose=1 if sys.stdout.isatty() else 0,
                   callbacks=[EpochBookkeeping(run_dir, config, monitor, state, dev_scorer)])
