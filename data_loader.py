@@ -249,7 +249,7 @@ def training_examples(captions_by_image: Dict[str, List[str]], image_rows: Dict[
 
 def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_tokens: np.ndarray,
                     batch_size: int, shuffle: bool, seed: int, length_window: int = 0,
-                    shard: tuple = (0, 1), drop_remainder: bool = False):
+                    shard: tuple = (0, 1), drop_remainder: bool = False, flat_targets: bool = False):
     """A tf.data pipeline of teacher-forcing batches.
 
     Each element is ({"image_features", "caption_tokens"}, next_words, weights): the decoder reads
@@ -263,6 +263,9 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
 
     `shard` = (index, count): keep every count-th caption of the (shuffled) order, starting at index.
     Every distributed worker shuffles with the same seed, so the shards are disjoint in every epoch.
+
+    `flat_targets`: elements are (inputs + {"next_words"}, real next words) for `build_training_model`,
+    the targets flattened in row order with the padding left out.
     """
     import tensorflow as tf
 
@@ -280,8 +283,11 @@ def caption_batches(features: np.ndarray, feature_rows: np.ndarray, caption_toke
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1))
         tokens = tokens[:, :longest]
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
-        weights = tf.cast(tf.not_equal(targets, 0), tf.float32)
-        return {"image_features": image_features, "caption_tokens": inputs}, targets, weights
+        real = tf.not_equal(targets, 0)
+        if flat_targets:
+            return ({"image_features": image_features, "caption_tokens": inputs, "next_words": targets},
+                    tf.boolean_mask(targets, real))
+        return {"image_features": image_features, "caption_tokens": inputs}, targets, tf.cast(real, tf.float32)
 
     @tf.autograph.experimental.do_not_convert
     def sort_by_length(rows, tokens):

@@ -115,31 +115,33 @@ def distributed_batches(strategy: tf.distribute.Strategy, features, feature_rows
     def dataset_for(context: tf.distribute.InputContext):
         return caption_batches(features, feature_rows, caption_tokens, batch_size, True, seed, length_window,
                                shard=(context.input_pipeline_id, context.num_input_pipelines),
-                               drop_remainder=True)
+                               drop_remainder=True, flat_targets=True)
 
     return strategy.distribute_datasets_from_function(dataset_for), steps
 
 
-def word_statistics(targets, probabilities, weights):
-    """Summed cross-entropy, number of real words, and number of correctly predicted words."""
-    per_word = keras.losses.sparse_categorical_crossentropy(targets, probabilities)
-    predicted = tf.cast(tf.argmax(probabilities, axis=-1), targets.dtype)
-    correct = tf.cast(tf.equal(predicted, targets), tf.float32)
-    return tf.reduce_sum(per_word * weights), tf.reduce_sum(weights), tf.reduce_sum(correct * weights)
+def word_statistics(next_words, probabilities):
+    """Summed cross-entropy, number of words, and number of correctly predicted words (the training
+    model's probabilities at real positions against the flattened real next words)."""
+    per_word = keras.losses.sparse_categorical_crossentropy(next_words, probabilities)
+    predicted = tf.cast(tf.argmax(probabilities, axis=-1), next_words.dtype)
+    correct = tf.cast(tf.equal(predicted, next_words), tf.float32)
+    return tf.reduce_sum(per_word), tf.cast(tf.size(next_words), tf.float32), tf.reduce_sum(correct)
 
 
 class ValidationScores:
-    """Cross-entropy and accuracy over real words of the dev batches, on this worker's copy of the model."""
+    """Cross-entropy and accuracy over real words of the dev batches (`flat_targets`), on this
+    worker's copy of the training model (`model.build_training_model`)."""
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, training_model: keras.Model):
         # Traced once for every caption length (reduce_retracing), not once per batch shape and epoch.
-        self.one_batch = tf.function(lambda inputs, targets, weights: word_statistics(
-            targets, model(inputs, training=False), weights), reduce_retracing=True)
+        self.one_batch = tf.function(lambda inputs, next_words: word_statistics(
+            next_words, training_model(inputs, training=False)), reduce_retracing=True)
 
     def __call__(self, batches) -> Dict[str, float]:
         totals = np.zeros(3)
-        for inputs, targets, weights in batches:
-            totals += [float(value) for value in self.one_batch(inputs, targets, weights)]
+        for inputs, next_words in batches:
+            totals += [float(value) for value in self.one_batch(inputs, next_words)]
         return {"val_loss": totals[0] / max(totals[1], 1.0), "val_accuracy": totals[2] / max(totals[1], 1.0)}
 
 
@@ -157,17 +159,16 @@ def fit_distributed(model: keras.Model, strategy: tf.distribute.Strategy, batche
                     chief_scores: Callable[[int], Dict[str, float]]) -> None:
     """The training loop: `steps` synchronous steps per epoch, then the chief's scores, then bookkeeping.
 
+    `model` is the training model (`model.build_training_model`, built in the strategy's scope);
     `chief_scores(epoch)` runs on the chief only (validation loss, dev metrics when due);
     `bookkeeping` is train.py's EpochBookkeeping, which writes only on the chief.
     """
     replicas = strategy.num_replicas_in_sync
-    with strategy.scope():
-        model.optimizer.build(model.trainable_variables)
 
-    def replica_step(inputs, targets, weights):
+    def replica_step(inputs, next_words):
         with tf.GradientTape() as tape:
             probabilities = model(inputs, training=True)
-            cross_entropy, words, correct = word_statistics(targets, probabilities, weights)
+            cross_entropy, words, correct = word_statistics(next_words, probabilities)
             # The mean over every real word of the global batch: gradients are summed across replicas.
             global_words = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, words)
             # The attention decoder's penalty (add_loss) is a mean over this replica's captions.

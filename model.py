@@ -11,6 +11,7 @@ position t is exactly what the tutorials' prefix formulation computes from the p
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from config import Config
@@ -49,6 +50,40 @@ def build_model(config: Config, vocabulary_size: int, feature_shape: tuple) -> k
                          "spatial features: use --decoder attention, or preprocess into a new --run_dir "
                          "without --features spatial")
     return build_merge_model(config, vocabulary_size, feature_shape[0])
+
+
+class RealPositions(layers.Layer):
+    """(batch, positions, d) -> (words, d): only the positions whose next word is not padding, in row order."""
+
+    def call(self, hidden, next_words):
+        return tf.boolean_mask(hidden, tf.not_equal(next_words, 0))
+
+    def compute_output_shape(self, hidden_shape, next_words_shape):
+        return (None, hidden_shape[-1])
+
+
+def build_training_model(model: keras.Model) -> keras.Model:
+    """The same layers and weights, with the softmax computed at real positions only.
+
+    About 45% of a shuffled batch's positions are padding (its captions are padded to the longest
+    one), and the vocabulary-sized output layer is the largest matrix product of a training step. This model
+    also reads `next_words` (the padded targets), gathers the positions that have a real next word
+    and only then applies the output layer; it returns (words, vocabulary) probabilities, to be
+    compared with the flattened real next words (`caption_batches(..., flat_targets=True)`).
+    The loss, its gradients and the attention penalty are those of `model` with padding weighted 0.
+    It shares `model`'s optimizer, so saving `model` saves the training state.
+    """
+    next_words = keras.Input(shape=(None,), dtype="int32", name="next_words")
+    output_layer = model.get_layer("next_word")
+    real_hidden = RealPositions(name="real_positions")(output_layer.input, next_words)
+    inputs = {tensor.name: tensor for tensor in model.inputs}
+    training_model = keras.Model({**inputs, "next_words": next_words}, output_layer(real_hidden),
+                                 name=model.name + "_training")
+    # Built on `model`'s variable order, which is the order load_model restores the optimizer state in.
+    model.optimizer.build(model.trainable_variables)
+    training_model.compile(optimizer=model.optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
+                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return training_model
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> None:

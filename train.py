@@ -35,7 +35,7 @@ from distributed import (ValidationScores, describe, distributed_batches, fit_di
                          make_strategy, same_on_every_worker)
 from feature_store import feature_shape, open_features  # noqa: E402
 from metrics import coco_scores  # noqa: E402
-from model import build_model, compile_model  # noqa: E402
+from model import build_model, build_training_model, compile_model  # noqa: E402
 from preprocess import METADATA, preprocess, write_json  # noqa: E402
 from report import plot_training_curves  # noqa: E402
 from vocabulary import Vocabulary  # noqa: E402
@@ -86,10 +86,11 @@ class EpochBookkeeping(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir: str, config: Config, monitor: str, state: dict,
-                 dev_scorer: Optional[DevScorer], writes: bool = True):
+                 dev_scorer: Optional[DevScorer], writes: bool = True, captioner: Optional[keras.Model] = None):
         super().__init__()
         self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
-        self.writes = writes
+        # The model that is saved: the captioner itself, when Keras fits its training model.
+        self.writes, self.captioner = writes, captioner
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
         self.last_decay = state.get("last_decay_epoch", 0)
         self.started = time.monotonic()
@@ -105,10 +106,11 @@ class EpochBookkeeping(keras.callbacks.Callback):
         row.update(epoch=done, seconds=round(time.monotonic() - self.started, 1))
         column, higher_is_better = MONITORS[self.monitor]
         improved = column in row and is_better(row[column], self.best, higher_is_better)
+        captioner = self.captioner if self.captioner is not None else self.model
         if improved:
             self.best, self.best_epoch = row[column], done
             if self.writes:
-                self.model.save(os.path.join(self.run_dir, BEST_MODEL))
+                captioner.save(os.path.join(self.run_dir, BEST_MODEL))
         decay, decayed = self.config.decay_patience, False
         if decay and done - max(self.best_epoch, self.last_decay) >= decay:
             # A plateau: smaller steps often find a better model than stopping would.
@@ -118,7 +120,7 @@ class EpochBookkeeping(keras.callbacks.Callback):
         # The checkpoint first, then the state that points at it: a crash between the two
         # only repeats one epoch. The optimizer (learning rate included) is saved with the checkpoint.
         if self.writes:
-            self.model.save(os.path.join(self.run_dir, LAST_MODEL))
+            captioner.save(os.path.join(self.run_dir, LAST_MODEL))
             write_json(os.path.join(self.run_dir, STATE),
                        {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
                         "last_decay_epoch": self.last_decay,
@@ -202,8 +204,9 @@ def train(config: Config) -> dict:
         print(f"--strategy {config.strategy}, global batch {config.batch_size}: {describe(strategy)}")
 
     keras.utils.set_random_seed(config.seed)
-    dev_batches = caption_batches(features, dev_rows, dev_tokens, config.batch_size, False, config.seed) \
-        if len(dev_rows) else None
+    # What is fitted is build_training_model's view of the model, which reads flattened targets.
+    dev_batches = caption_batches(features, dev_rows, dev_tokens, config.batch_size, False, config.seed,
+                                  flat_targets=True) if len(dev_rows) else None
     monitor = config.monitor
     if dev_batches is None:
         monitor = "loss"
@@ -251,17 +254,21 @@ def train(config: Config) -> dict:
         save_config(config, run_dir, "train")
     dev_scorer = None if dev_batches is None or not chief else DevScorer(model, features, image_rows,
                                                                          captions["dev"], vocabulary, length)
+    with strategy.scope() if strategy else nullcontext():
+        training_model = build_training_model(model)
+    bookkeeping = EpochBookkeeping(run_dir, config, monitor, state, dev_scorer if strategy is None else None,
+                                   writes=chief, captioner=model)
 
     if strategy is None:
         # Keras warns that it cannot shuffle a tf.data pipeline; ours shuffles itself.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
         train_batches = caption_batches(features, train_rows, train_tokens, config.batch_size, True, config.seed,
-                                        config.length_window)
-        model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs,
-                  initial_epoch=state["epochs_done"], verbose=1 if sys.stdout.isatty() else 0,
-                  callbacks=[EpochBookkeeping(run_dir, config, monitor, state, dev_scorer)])
+                                        config.length_window, flat_targets=True)
+        training_model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs,
+                           initial_epoch=state["epochs_done"], verbose=1 if sys.stdout.isatty() else 0,
+                           callbacks=[bookkeeping])
     else:
-        validation_scores = ValidationScores(model)
+        validation_scores = ValidationScores(training_model)
 
         def chief_scores(epoch: int) -> Dict[str, float]:
             scores = {} if dev_batches is None else validation_scores(dev_batches)
@@ -271,8 +278,8 @@ def train(config: Config) -> dict:
 
         batches, steps = distributed_batches(strategy, features, train_rows, train_tokens, config.batch_size,
                                              config.seed, config.length_window)
-        fit_distributed(model, strategy, batches, steps, config.epochs, state["epochs_done"],
-                        EpochBookkeeping(run_dir, config, monitor, state, None, writes=chief), chief_scores)
+        fit_distributed(training_model, strategy, batches, steps, config.epochs, state["epochs_done"], bookkeeping,
+                        chief_scores)
         if not chief:
             print("this worker is done; the chief wrote the model into its run folder")
             return state

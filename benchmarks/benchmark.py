@@ -124,11 +124,23 @@ def training_data(image_count: int, feature_dim: int, captions_per_image: int = 
     return rng, vocabulary, length, rows, tokens
 
 
+def fit_one_epoch(model, features, rows, tokens, batch_size: int, real_positions: bool = True) -> float:
+    """Seconds for one epoch as train.py trains (the output layer at real positions only), after a
+    warm-up; `real_positions` False fits the captioner itself, with padded targets weighted 0."""
+    from data_loader import caption_batches
+    from model import build_training_model
+
+    fitted = build_training_model(model) if real_positions else model
+    batches = caption_batches(features, rows, tokens, batch_size, True, 0, flat_targets=real_positions)
+    fitted.fit(batches.take(3), epochs=1, verbose=0)  # warm-up: tracing and graph building
+    seconds, _ = timed(fitted.fit, batches, None, None, 1, 0)
+    return seconds
+
+
 def child_train_ours(image_count: int, feature_dim: int, features_path: str, reader: str = "rows",
-                     captions_per_image: int = 5) -> dict:
+                     captions_per_image: int = 5, output: str = "real") -> dict:
     import keras
     from config import Config
-    from data_loader import caption_batches
     from feature_store import FeatureRows
     from model import build_merge_model, compile_model
 
@@ -141,9 +153,7 @@ def child_train_ours(image_count: int, feature_dim: int, features_path: str, rea
     keras.utils.set_random_seed(0)
     model = build_merge_model(config, len(vocabulary), feature_dim)
     compile_model(model, config.learning_rate)
-    batches = caption_batches(features, rows, tokens, config.batch_size, True, 0)
-    model.fit(batches.take(3), epochs=1, verbose=0)  # warm-up: tracing and graph building
-    seconds, _ = timed(model.fit, batches, None, None, 1, 0)
+    seconds = fit_one_epoch(model, features, rows, tokens, config.batch_size, output == "real")
     return {"captions": len(rows), "seconds": seconds, "rss_mb": peak_rss_mb()}
 
 
@@ -172,21 +182,39 @@ def run_child(kind: str, image_count: int, feature_dim: int, features_path: str,
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
-def bench_training(scales: list, prefix_scales: list, feature_dim: int, work_dir: str):
+def bench_training(scales: list, prefix_scales: list, feature_dim: int, work_dir: str, passes: int = 2):
     largest = max(scales + prefix_scales)
     features_path = os.path.join(work_dir, "synthetic_features.f32")
     np.random.default_rng(1).standard_normal((largest, feature_dim), dtype=np.float32).tofile(features_path)
     header(f"Training, one epoch, batch 32, merge model, real Flickr8k captions, synthetic {feature_dim}-d features "
-           f"(each run a child process; RSS = its peak)")
+           f"(each run a child process; RSS = its peak; best of {passes} passes)")
+    # Every configuration runs once per pass, so a slow spell of this shared machine hits all of them
+    # alike; each keeps its fastest pass (and the highest peak memory of its passes).
+    runs = [("prefix", images, ()) for images in prefix_scales] + [("ours", images, ()) for images in scales]
+    # The same epoch with the output layer applied at every padded position too (this project before
+    # build_training_model), on the largest set.
+    runs.append(("ours", max(scales), ("--output", "padded")))
+    best = {}
+    for _ in range(passes):
+        for kind, images, extra in runs:
+            result = run_child(kind, images, feature_dim, features_path, *extra)
+            kept = best.setdefault((kind, images, extra), result)
+            kept["rss_mb"] = max(kept["rss_mb"], result["rss_mb"])
+            if result["seconds"] < kept["seconds"]:
+                kept.update(seconds=result["seconds"])
     prefix_rate = None
-    for images in prefix_scales:
-        result = run_child("prefix", images, feature_dim, features_path)
-        prefix_rate = row(f"prefix expansion ({result['samples']} samples, {result['data_mb']:.0f} MB of arrays)",
-                          result["captions"], result["seconds"], "captions", rss=result["rss_mb"])
-    for images in scales:
-        result = run_child("ours", images, feature_dim, features_path)
-        row(f"ours: teacher forcing over whole captions ({images} images)", result["captions"], result["seconds"],
-            "captions", prefix_rate, result["rss_mb"])
+    for kind, images, extra in runs:
+        result = best[(kind, images, extra)]
+        if kind == "prefix":
+            label = f"prefix expansion ({result['samples']} samples, {result['data_mb']:.0f} MB of arrays)"
+        elif extra:
+            label = f"  same, output layer at padded positions too ({images} images)"
+        else:
+            label = f"ours: teacher forcing over whole captions ({images} images)"
+        rate = row(label, result["captions"], result["seconds"], "captions",
+                   prefix_rate if kind == "ours" else None, result["rss_mb"])
+        if kind == "prefix":
+            prefix_rate = rate
 
 
 def bench_scale(image_count: int, feature_dim: int, work_dir: str, readers: list):
@@ -259,7 +287,6 @@ def bench_attention(image_count: int, decode_images: int, beam_loop_images: int,
     (MobileNetV2's shapes; features synthetic, the float16 spatial map read from a memory map as in training)."""
     import keras
     from config import Config
-    from data_loader import caption_batches
     from decoding import CaptionDecoder
     from model import build_model, compile_model
     from tutorial_baselines import beam_per_word
@@ -282,9 +309,7 @@ def bench_attention(image_count: int, decode_images: int, beam_loop_images: int,
         keras.utils.set_random_seed(0)
         model = build_model(config, len(vocabulary), features.shape[1:])
         compile_model(model, config.learning_rate)
-        batches = caption_batches(features, rows, tokens, config.batch_size, True, 0)
-        model.fit(batches.take(3), epochs=1, verbose=0)  # warm-up: tracing and graph building
-        seconds, _ = timed(model.fit, batches, None, None, 1, 0)
+        seconds = fit_one_epoch(model, features, rows, tokens, config.batch_size)
         models[decoder] = model
         rates[decoder] = row(f"training, {decoder} decoder (ratio: to merge)", len(rows), seconds, "captions",
                              rates.get("merge"))
@@ -324,12 +349,13 @@ def main():
     parser.add_argument("--features", help=argparse.SUPPRESS)
     parser.add_argument("--reader", default="rows", help=argparse.SUPPRESS)
     parser.add_argument("--captions_per_image", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--output", default="real", help=argparse.SUPPRESS)
     parser.add_argument("--scale_readers", nargs="+", default=["rows", "memmap"],
                         help="for --stages scale: how the store is read (rows = train.py's way, memmap = a memory map)")
     arguments = parser.parse_args()
     if arguments.child == "ours":
         print(json.dumps(child_train_ours(arguments.images, arguments.feature_dim, arguments.features,
-                                          arguments.reader, arguments.captions_per_image)))
+                                          arguments.reader, arguments.captions_per_image, arguments.output)))
         return
     if arguments.child:
         print(json.dumps(child_train_prefix(arguments.images, arguments.feature_dim, arguments.features)))

@@ -97,3 +97,82 @@ def test_beam_larger_than_vocabulary_and_length_penalty(model):
             assert h.score == pytest.approx(h.log_probability / len(h.token_ids))
     with pytest.raises(ValueError, match="at least 1"):
         decoder.beam_search(features, beam_size=0)
+
+
+@pytest.mark.parametrize("decoder, feature_shape", [("merge", (FEATURES,)), ("attention", (9, FEATURES))])
+def test_training_model_gives_the_padded_loss_and_gradients(decoder, feature_shape):
+    """train.py fits build_training_model, which applies the output layer at real positions only:
+    same probabilities there, and the same loss and gradients (attention penalty included) as the
+    captioner with padding weighted 0. Its optimizer is the captioner's, so the saved model carries it."""
+    import keras
+    import tensorflow as tf
+
+    from data_loader import caption_batches
+    from model import build_model, build_training_model, compile_model
+
+    keras.utils.set_random_seed(3)
+    # No dropout: the two models draw different random masks, and the comparison must be exact.
+    captioner = build_model(tiny_config("", "", decoder=decoder, embedding_dim=8, units=8, attention_units=8,
+                                        dropout=0.0), VOCABULARY, feature_shape)
+    compile_model(captioner, 1e-3)
+    training_model = build_training_model(captioner)
+    assert training_model.optimizer is captioner.optimizer
+
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(6, *feature_shape)).astype(np.float32)
+    tokens = np.zeros((6, 10), np.int32)
+    for row, length in enumerate([3, 8, 1, 5, 2, 6]):
+        tokens[row, 0], tokens[row, length + 1] = START_ID, END_ID
+        tokens[row, 1:length + 1] = rng.integers(4, VOCABULARY, size=length)
+    (inputs, targets, weights), = caption_batches(features, np.arange(6), tokens, 6, False, 0)
+    (flat_inputs, real_next_words), = caption_batches(features, np.arange(6), tokens, 6, False, 0, flat_targets=True)
+    assert int(weights.numpy().sum()) == len(real_next_words) == 3 + 8 + 1 + 5 + 2 + 6 + 6  # words and <end>
+    np.testing.assert_array_equal(real_next_words, targets.numpy()[weights.numpy() > 0])
+
+    np.testing.assert_allclose(training_model(flat_inputs).numpy(),
+                               captioner(inputs).numpy()[weights.numpy() > 0], atol=1e-6)
+    with tf.GradientTape(persistent=True) as tape:
+        padded_loss = captioner.compute_loss(inputs, targets, captioner(inputs, training=True), weights)
+        real_loss = training_model.compute_loss(flat_inputs, real_next_words,
+                                                training_model(flat_inputs, training=True))
+    if decoder == "attention":
+        assert captioner.losses and training_model.losses  # the penalty is part of both losses
+    np.testing.assert_allclose(float(real_loss), float(padded_loss), rtol=1e-6)
+    for padded, real in zip(tape.gradient(padded_loss, captioner.trainable_variables),
+                            tape.gradient(real_loss, captioner.trainable_variables)):
+        np.testing.assert_allclose(tf.convert_to_tensor(real).numpy(), tf.convert_to_tensor(padded).numpy(),
+                                   atol=1e-6)
+
+
+def test_optimizer_state_of_the_training_model_is_saved_with_the_captioner(tmp_path):
+    """Resume loads the captioner's .keras file: the Adam moments that fitting the training model
+    built must come back attached to the same weights."""
+    import keras
+
+    from data_loader import caption_batches
+    from model import build_merge_model, build_training_model, compile_model
+
+    keras.utils.set_random_seed(4)
+    captioner = build_merge_model(tiny_config("", "", embedding_dim=8, units=8), VOCABULARY, FEATURES)
+    compile_model(captioner, 1e-2)
+    rng = np.random.default_rng(5)
+    tokens = np.zeros((8, 6), np.int32)
+    tokens[:, 0], tokens[:, 1:4], tokens[:, 4] = START_ID, rng.integers(4, VOCABULARY, size=(8, 3)), END_ID
+    batches = caption_batches(rng.normal(size=(8, FEATURES)).astype(np.float32), np.arange(8), tokens, 4, True, 0,
+                              flat_targets=True)
+    build_training_model(captioner).fit(batches, epochs=2, verbose=0)
+    captioner.save(tmp_path / "last.keras")
+    loaded = keras.models.load_model(tmp_path / "last.keras")
+
+    def moments(model):
+        optimizer = model.optimizer
+        return {variable.path: (optimizer._momentums[optimizer._get_variable_index(variable)].numpy(),
+                                optimizer._velocities[optimizer._get_variable_index(variable)].numpy())
+                for variable in model.trainable_variables}
+
+    saved, restored = moments(captioner), moments(loaded)
+    assert saved.keys() == restored.keys() and int(loaded.optimizer.iterations) == 4
+    for path, (momentum, velocity) in saved.items():
+        assert np.abs(momentum).max() > 0, path
+        np.testing.assert_array_equal(restored[path][0], momentum)
+        np.testing.assert_array_equal(restored[path][1], velocity)
