@@ -86,11 +86,11 @@ class EpochBookkeeping(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir: str, config: Config, monitor: str, state: dict,
-                 dev_scorer: Optional[DevScorer], writes: bool = True, captioner: Optional[keras.Model] = None):
+                 dev_scorer: Optional[DevScorer], captioner: keras.Model, writes: bool = True):
         super().__init__()
         self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
-        # The model that is saved: the captioner itself, when Keras fits its training model.
-        self.writes, self.captioner = writes, captioner
+        # What is saved: the captioner, while Keras fits (and hands this callback) its training view.
+        self.captioner, self.writes = captioner, writes
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
         self.last_decay = state.get("last_decay_epoch", 0)
         self.started = time.monotonic()
@@ -106,11 +106,10 @@ class EpochBookkeeping(keras.callbacks.Callback):
         row.update(epoch=done, seconds=round(time.monotonic() - self.started, 1))
         column, higher_is_better = MONITORS[self.monitor]
         improved = column in row and is_better(row[column], self.best, higher_is_better)
-        captioner = self.captioner if self.captioner is not None else self.model
         if improved:
             self.best, self.best_epoch = row[column], done
             if self.writes:
-                captioner.save(os.path.join(self.run_dir, BEST_MODEL))
+                self.captioner.save(os.path.join(self.run_dir, BEST_MODEL))
         decay, decayed = self.config.decay_patience, False
         if decay and done - max(self.best_epoch, self.last_decay) >= decay:
             # A plateau: smaller steps often find a better model than stopping would.
@@ -120,7 +119,7 @@ class EpochBookkeeping(keras.callbacks.Callback):
         # The checkpoint first, then the state that points at it: a crash between the two
         # only repeats one epoch. The optimizer (learning rate included) is saved with the checkpoint.
         if self.writes:
-            captioner.save(os.path.join(self.run_dir, LAST_MODEL))
+            self.captioner.save(os.path.join(self.run_dir, LAST_MODEL))
             write_json(os.path.join(self.run_dir, STATE),
                        {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
                         "last_decay_epoch": self.last_decay,
@@ -257,7 +256,7 @@ def train(config: Config) -> dict:
     with strategy.scope() if strategy else nullcontext():
         training_model = build_training_model(model)
     bookkeeping = EpochBookkeeping(run_dir, config, monitor, state, dev_scorer if strategy is None else None,
-                                   writes=chief, captioner=model)
+                                   model, writes=chief)
 
     if strategy is None:
         # Keras warns that it cannot shuffle a tf.data pipeline; ours shuffles itself.
