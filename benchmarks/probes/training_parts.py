@@ -49,16 +49,24 @@ for rows, inner, columns, what in [(BATCH * POSITIONS, UNITS, VOCABULARY, "outpu
 
 rng = np.random.default_rng(0)
 words = tf.constant(rng.standard_normal((BATCH, POSITIONS, UNITS)), tf.float32)
+# The caption mask of training: one batch's captions run 5 to 21 positions, the longest sets the padding.
+lengths = rng.integers(5, POSITIONS + 1, BATCH)
+lengths[0] = POSITIONS
+caption_mask = tf.constant(np.arange(POSITIONS)[None, :] < lengths[:, None])
 lstm = keras.layers.LSTM(UNITS, return_sequences=True)
 lstm.build((None, None, UNITS))
+unrolled = keras.layers.LSTM(UNITS, return_sequences=True, unroll=True)  # needs a fixed length: 21 here
+unrolled.build((None, None, UNITS))
 
 
-@tf.function
-def lstm_forward_backward():
-    with tf.GradientTape() as tape:
-        tape.watch(words)
-        total = tf.reduce_sum(lstm(words, training=True))
-    return tape.gradient(total, [words] + lstm.trainable_variables)
+def lstm_forward_backward(layer, masked: bool = True):
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(words)
+            total = tf.reduce_sum(layer(words, mask=caption_mask if masked else None, training=True))
+        return tape.gradient(total, [words] + layer.trainable_variables)
+    return step
 
 
 def hoisted_lstm(inputs):
@@ -95,7 +103,8 @@ np.testing.assert_allclose(hoisted_lstm(words).numpy(), lstm(words).numpy(), ato
 
 def whole_step_per_caption(batch: int) -> float:
     """Milliseconds per caption of one training step of the whole default merge model (train.py's
-    training model, 4096-d features) on one batch of `batch` captions of 21 positions."""
+    training model, 4096-d features) on one batch of `batch` captions of 21 positions. (XLA cannot
+    compile this model: the number of real positions it gathers depends on the data.)"""
     from config import Config
     from model import build_merge_model, build_training_model, compile_model
 
@@ -139,15 +148,19 @@ optimizer = keras.optimizers.Adam(5e-4)
 optimizer.build(weights)
 adam_step = tf.function(lambda: optimizer.apply(gradients, weights))
 
-lstm_ms = best_milliseconds(lstm_forward_backward)
+lstm_ms = best_milliseconds(lstm_forward_backward(lstm))
+unmasked_ms = best_milliseconds(lstm_forward_backward(lstm, masked=False))
+unrolled_ms = best_milliseconds(lstm_forward_backward(unrolled))
 hoisted_ms = best_milliseconds(hoisted_forward_backward)
 padded_ms = best_milliseconds(output_forward_backward(BATCH * POSITIONS))
 real_ms = best_milliseconds(output_forward_backward(real_rows))
 adam_ms = best_milliseconds(adam_step)
 batches = 30000 / BATCH
 print(f"per batch of {BATCH} captions x {POSITIONS} positions, and per epoch of 30,000 captions ({batches:.0f} batches):")
-for name, milliseconds in [("LSTM forward + backward", lstm_ms),
-                           ("  the same with the input products hoisted out of the loop", hoisted_ms),
+for name, milliseconds in [("LSTM forward + backward, caption mask as in training", lstm_ms),
+                           ("  the same without the mask", unmasked_ms),
+                           ("  the same unrolled (unroll=True)", unrolled_ms),
+                           ("  without the mask, input products hoisted out of the loop", hoisted_ms),
                            ("output layer + softmax, every padded position", padded_ms),
                            (f"output layer + softmax, real positions only ({real_rows} rows)", real_ms),
                            ("Adam update of the model's weights", adam_ms)]:
