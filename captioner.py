@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 import attention  # noqa: F401  (registers the attention layer, so attention models load)
-from decoding import CaptionDecoder, decoder_name
+from decoding import CaptionDecoder, bad_ending_ids, decoder_name
 from encoders import ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches, load_image
 from feature_store import feature_shape
 from vocabulary import Vocabulary
@@ -23,34 +23,71 @@ def check_top(top: int, beam_size: int) -> None:
         raise ValueError(f"--top {top} needs at least {top} beams: add --beam_size {top} (or more)")
 
 
+def check_ensemble(run_dirs: Sequence[str], metadata: Sequence[dict], vocabularies: Sequence[Vocabulary]) -> None:
+    """Runs captioning together must read the same features and write the same words."""
+    first = run_dirs[0]
+    for run_dir, other, vocabulary in zip(run_dirs[1:], metadata[1:], vocabularies[1:]):
+        for key, what in (("encoder", "encoder"), ("weights", "encoder weights"), ("features", "feature kind"),
+                          ("encoder_seed", "untrained encoder's seed")):
+            if key == "encoder_seed" and other["weights"] != "none":
+                continue
+            if other.get(key, "global") != metadata[0].get(key, "global"):
+                raise ValueError(f"ensemble: {run_dir} has {what} {other.get(key, 'global')}, {first} has "
+                                 f"{metadata[0].get(key, 'global')}; an ensemble's runs must share encoder and features")
+        if vocabulary.tokens != vocabularies[0].tokens:
+            raise ValueError(f"ensemble: {run_dir} and {first} have different vocabularies; an ensemble's runs must "
+                             f"be trained on the same preprocessed data (copy one run folder's features and "
+                             f"vocabulary, then train each member in its copy)")
+
+
 class Captioner:
-    def __init__(self, run_dir: str, max_decode_length: int = 0, beam_size: int = 1, length_penalty: float = 0.0):
+    """One run, or several (an ensemble: the same encoder and vocabulary, word probabilities averaged)."""
+
+    def __init__(self, run_dir, max_decode_length: int = 0, beam_size: int = 1, length_penalty: float = 0.0,
+                 no_repeat_ngram_size: int = 0, block_bad_endings: bool = False, model_file: str = "model.keras"):
         import keras
 
-        model_path = os.path.join(run_dir, "model.keras")
-        metadata_path = os.path.join(run_dir, "metadata.json")
-        for path, hint in ((metadata_path, "preprocess.py"), (model_path, "train.py")):
-            if not os.path.exists(path):
-                raise ValueError(f"{run_dir}: no {os.path.basename(path)}; run {hint} (with the same --run_dir) first")
-        with open(metadata_path, encoding="utf-8") as handle:
-            self.metadata = json.load(handle)
-        self.run_dir = run_dir
-        self.vocabulary = Vocabulary.load(os.path.join(run_dir, "vocabulary.json"))
-        self.model = keras.models.load_model(model_path, compile=False)
-        self.max_length = max_decode_length or self.metadata["max_caption_length"]
-        self.decoder = CaptionDecoder(self.model, self.max_length)
-        self.decoder_name = decoder_name(self.model)
+        self.run_dirs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
+        metadata, vocabularies = [], []
+        for folder in self.run_dirs:
+            metadata_path, model_path = os.path.join(folder, "metadata.json"), os.path.join(folder, model_file)
+            for path, hint in ((metadata_path, "preprocess.py"), (model_path, "train.py")):
+                if not os.path.exists(path):
+                    raise ValueError(f"{folder}: no {os.path.basename(path)}; run {hint} (with the same --run_dir) "
+                                     f"first")
+            with open(metadata_path, encoding="utf-8") as handle:
+                metadata.append(json.load(handle))
+            vocabularies.append(Vocabulary.load(os.path.join(folder, "vocabulary.json")))
+        check_ensemble(self.run_dirs, metadata, vocabularies)
         if beam_size < 1:
             raise ValueError(f"--beam_size must be at least 1, got {beam_size}")
+        self.run_dir, self.metadata, self.vocabulary = self.run_dirs[0], metadata[0], vocabularies[0]
+        self.models = [keras.models.load_model(os.path.join(folder, model_file), compile=False)
+                       for folder in self.run_dirs]
+        self.model = self.models[0]
+        self.max_length = max_decode_length or max(m["max_caption_length"] for m in metadata)
+        self.decoder = CaptionDecoder(self.models, self.max_length, no_repeat_ngram_size,
+                                      bad_ending_ids(self.vocabulary) if block_bad_endings else ())
+        names = sorted({decoder_name(model) for model in self.models})
+        self.decoder_name = names[0] if len(names) == 1 else "+".join(names)
         self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.no_repeat_ngram_size, self.block_bad_endings = no_repeat_ngram_size, block_bad_endings
         self._encoder = None
+
+    @classmethod
+    def from_config(cls, config) -> "Captioner":
+        """The run(s) and decoding settings named by a script's configuration (DECODING_FLAGS)."""
+        return cls(config.resolved_run_dirs(), config.max_decode_length, config.beam_size, config.length_penalty,
+                   config.no_repeat_ngram_size, config.block_bad_endings, config.model_file)
 
     @property
     def has_attention(self) -> bool:
-        return self.decoder_name == "attention"
+        return self.decoder_name == "attention" and len(self.models) == 1
 
     def describe(self) -> str:
-        return f"{self.decoder_name} decoder, encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
+        decoder = (f"{self.decoder_name} decoder" if len(self.models) == 1 else
+                   f"ensemble of {len(self.models)} {self.decoder_name} decoders")
+        return f"{decoder}, encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
 
     def caption_features(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0) -> List[str]:
         """The best caption of each image, with the run's beam width unless `beam_size` is given."""
@@ -71,9 +108,11 @@ class Captioner:
                 for image_beams in beams]
 
     def decoding(self) -> str:
+        rules = (f", no repeated {self.no_repeat_ngram_size}-grams" if self.no_repeat_ngram_size else "") + \
+                (", no bad endings" if self.block_bad_endings else "")
         if self.beam_size == 1:
-            return "greedy"
-        return f"beam {self.beam_size}, length penalty {self.length_penalty}"
+            return "greedy" + rules
+        return f"beam {self.beam_size}, length penalty {self.length_penalty}" + rules
 
     def encoder(self):
         """The encoder recorded in the metadata, with the same weights (and seed, when untrained)."""
@@ -102,7 +141,8 @@ class Captioner:
         """For each image and caption: attention weights (words, regions) behind each word of the caption."""
         if not self.has_attention:
             raise ValueError(f"{self.run_dir} has a merge decoder, which has no attention map; "
-                             f"train with --decoder attention")
+                             f"train with --decoder attention" if len(self.models) == 1 else
+                             "attention maps are drawn for one run, not an ensemble: give one --run_dir")
         # What the decoder read while writing each caption: <start> and its words (<end> is not read).
         inputs = [self.vocabulary.encode(caption, len(caption.split()))[:-1] for caption in captions]
         weights = attention.attention_weights(self.model, image_features, inputs)

@@ -28,7 +28,12 @@ class Config:
     # Where things are.
     data_dir: str = _option(SAMPLE_DATA_DIR, "dataset folder: Flickr8k (official or Kaggle layout), Flickr30k, or a "
                                              "folder with a Karpathy split file (dataset_coco.json, ...)")
-    run_dir: str = _option("", "artifacts folder; empty means runs/<dataset folder name>")
+    run_dir: str = _option("", "artifacts folder; empty means runs/<dataset folder name> (evaluate.py and "
+                               "predict.py take several: an ensemble that averages their word probabilities)")
+    captions_file: str = _option("", "instead of --data_dir: a table of image/caption pairs (CSV or TSV with a "
+                                     "header, or JSON Lines; columns image/image_name/filename/file and "
+                                     "caption/text/comment, optionally split) whose images are in --images_dir")
+    images_dir: str = _option("", "with --captions_file: the folder its image names are relative to")
     download: str = _option("", "first download this public dataset into --data_dir (resumable, checksummed)",
                             choices=("", "flickr8k"))
 
@@ -75,14 +80,37 @@ class Config:
                                     "multi_worker (several machines configured by TF_CONFIG; README, 'Several "
                                     "machines'); --batch_size is the global batch, split across replicas",
                             choices=("none", "mirrored", "multi_worker"))
+    tensorboard: bool = _option(False, "also write TensorBoard logs into RUN/tensorboard: Keras's loss and accuracy, "
+                                       "and per epoch the dev BLEU-4 / CIDEr-D, the learning rate and the history "
+                                       "columns (tensorboard --logdir runs)")
     decay_patience: int = _option(2, "halve the learning rate after this many epochs without a better --monitor "
                                      "value (0 = constant learning rate)")
+
+    # Self-critical training (scst.py), which continues a run trained with cross-entropy.
+    objective: str = _option("xe", "xe: cross-entropy with teacher forcing; scst: continue the run's cross-entropy "
+                             "model with self-critical training, rewarded by the CIDEr-D of sampled captions",
+                             choices=("xe", "scst"))
+    scst_learning_rate: float = _option(5e-5, "self-critical training: Adam learning rate")
+    scst_epochs: int = _option(10, "self-critical training: epochs (passes over the training images)")
+    scst_patience: int = _option(3, "self-critical training: stop after this many epochs without a better "
+                                    "greedy dev CIDEr-D (0 = never)")
+    scst_samples: int = _option(5, "self-critical training: captions sampled per image")
+    scst_baseline: str = _option("mean", "self-critical training: what a sample's reward is compared with: the mean "
+                                 "reward of the image's other samples, or the reward of its greedy caption",
+                                 choices=("mean", "greedy"))
+    scst_batch_size: int = _option(16, "self-critical training: images per batch (each with --scst_samples captions)")
 
     # Captioning.
     max_decode_length: int = _option(0, "longest generated caption in words (0 = the training maximum)")
     decode_batch_size: int = _option(256, "images decoded together")
     beam_size: int = _option(1, "beam width; 1 means greedy decoding")
     length_penalty: float = _option(0.0, "beam search ranks captions by log-probability / length ** this (0 = raw)")
+    no_repeat_ngram_size: int = _option(0, "never repeat an n-gram of this many words within a caption (0 = off)")
+    block_bad_endings: bool = _option(False, "never end a caption on a word such as a, the, of, in, with "
+                                             "(training: in the samples of self-critical training and in dev scoring)")
+    model_file: str = _option("model.keras", "which model of the run folder to caption with: model.keras (the best "
+                                             "of the last training phase) or model_xe.keras (the cross-entropy model "
+                                             "of a run continued with --objective scst)")
     top: int = _option(1, "show the N best captions of beam search with their log-probabilities")
     split: str = _option("test", "split to evaluate", choices=("train", "dev", "test"))
     captions: str = _option("", "score this JSON file {image name: caption} from any system instead of the run's "
@@ -94,18 +122,28 @@ class Config:
     attention_map: str = _option("", "attention decoder: draw where it looked for each word into this PNG "
                                      "(several images: one file each, OUT_<image name>.png)")
 
+    def resolved_run_dirs(self) -> list[str]:
+        """Every run folder named: several in evaluate.py and predict.py (an ensemble)."""
+        named = self.run_dir if isinstance(self.run_dir, list) else [self.run_dir]
+        return [dataclasses.replace(self, run_dir=folder).resolved_run_dir() for folder in named]
+
     def resolved_run_dir(self) -> str:
+        if isinstance(self.run_dir, list):
+            return self.resolved_run_dirs()[0]
         if self.run_dir:
             return self.run_dir
         name = os.path.basename(os.path.normpath(os.path.abspath(self.data_dir))).lower() or "dataset"
+        if self.captions_file:
+            name = os.path.splitext(os.path.basename(self.captions_file))[0].lower() or "captions"
         return os.path.join(PROJECT_DIR, "runs", name)
 
 
 def parse_config(field_names: Iterable[str], description: str, argv: list[str] | None = None,
-                 **script_defaults: Any) -> Config:
+                 several: Iterable[str] = (), **script_defaults: Any) -> Config:
     """Builds an argument parser for the named Config fields and returns the overridden Config.
 
-    `script_defaults` change a default for one script only (evaluate.py decodes with beam 3).
+    Fields in `several` take one or more values (a list). `script_defaults` change a default for
+    one script only (evaluate.py decodes with beam 3).
     """
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -120,6 +158,9 @@ def parse_config(field_names: Iterable[str], description: str, argv: list[str] |
             parser.add_argument(flag, action="store_true", help=spec.metadata["help"])
         elif "nargs" in extra:
             parser.add_argument(flag, default=default, help=spec.metadata["help"], **extra)
+        elif name in several:
+            parser.add_argument(flag, nargs="+", type=type(default), default=[default], help=spec.metadata["help"],
+                                **extra)
         else:
             parser.add_argument(flag, type=type(default), default=default, help=spec.metadata["help"], **extra)
     args = parser.parse_args(argv)
@@ -140,12 +181,17 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
     return path
 
 
-PREPROCESS_FLAGS = ("data_dir", "run_dir", "download", "encoder", "weights", "limit", "min_word_count",
+PREPROCESS_FLAGS = ("data_dir", "captions_file", "images_dir", "run_dir", "download", "encoder", "weights", "limit", "min_word_count",
                     "max_caption_words", "features", "shard", "extract_batch_size", "split_seed", "encoder_seed")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout", "attention_units",
                                   "attention_regularization", "epochs", "batch_size", "length_window",
                                   "learning_rate", "seed", "resume", "monitor", "eval_every", "patience",
-                                  "decay_patience", "strategy")
+                                  "decay_patience", "strategy", "tensorboard", "objective", "scst_learning_rate", "scst_epochs",
+                                  "scst_patience", "scst_samples", "scst_baseline", "scst_batch_size",
+                                  "no_repeat_ngram_size", "block_bad_endings")
+# How captions are decoded, for predict.py, evaluate.py and the page.
+DECODING_FLAGS = ("max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "no_repeat_ngram_size",
+                  "block_bad_endings", "model_file")
 
 
 def run_script(main, *args) -> None:

@@ -1,34 +1,27 @@
-"""Reading datasets (Flickr8k official and Kaggle layouts, Flickr30k's token file, Karpathy split
-files for Flickr8k/Flickr30k/COCO) and batching training data with tf.data."""
+"""Finding a dataset's layout (Flickr8k official and Kaggle layouts, Flickr30k's token file, Karpathy
+split files for Flickr8k/Flickr30k/COCO, your own caption table), resolving its splits, and batching
+training data with tf.data. The caption files themselves are read by caption_files.py."""
 from __future__ import annotations
 
-import csv
-import json
 import os
-import posixpath
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from caption_files import (SPLITS, DatasetError, parse_caption_table, parse_captions_csv, parse_karpathy_json,
+                           parse_token_file, read_lines)
 from vocabulary import clean_caption
 
-SPLITS = ("train", "dev", "test")
 IMAGE_FOLDERS = ("Flicker8k_Dataset", "Flickr8k_Dataset", "Images", "flickr30k-images", "flickr30k_images", "images")
 # Flickr8k's and Flickr30k's caption files share one format: IMAGE.jpg#N<TAB>caption.
 TOKEN_FILES = {"Flickr8k.token.txt": "flickr8k", "results_20130124.token": "flickr30k"}
 KARPATHY_FILES = ("dataset_flickr8k.json", "dataset_flickr30k.json", "dataset_coco.json")
-# Karpathy's "restval" (COCO val2014 images outside his val and test) is training data by convention.
-KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "dev", "test": "test"}
 SPLIT_FILES = {split: f"Flickr_8k.{split}Images.txt" for split in SPLITS}
 TEXT_FOLDERS = ("Flickr8k_text", "")  # "": the dataset folder itself (joins without a "./")
 # Flickr8k's official proportions: 6000 / 1000 / 1000.
 SPLIT_FRACTIONS = {"train": 0.75, "dev": 0.125, "test": 0.125}
-
-
-class DatasetError(ValueError):
-    """A dataset folder or caption file that cannot be read; the message names the file and line."""
 
 
 @dataclass
@@ -53,102 +46,11 @@ def _find(data_dir: str, candidates: List[str]) -> Optional[str]:
     return None
 
 
-def _read_lines(path: str) -> List[str]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().splitlines()
-    except UnicodeDecodeError as error:
-        raise DatasetError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-
-
-def parse_token_file(path: str) -> Dict[str, List[str]]:
-    """Reads `IMAGE.jpg#N<TAB>caption` lines into image name -> raw captions."""
-    captions: Dict[str, List[str]] = {}
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        key, tab, text = line.partition("\t")
-        image, hash_sign, index = key.partition("#")
-        if not tab or not hash_sign or not image or not index.strip().isdigit():
-            raise DatasetError(f"{path}:{number}: expected 'IMAGE.jpg#N<TAB>caption', got {line[:60]!r}")
-        captions.setdefault(image.strip(), []).append(text)
-    if not captions:
-        raise DatasetError(f"{path}: no captions in the file")
-    return captions
-
-
-def parse_captions_csv(path: str) -> Dict[str, List[str]]:
-    """Reads the Kaggle `captions.txt` (CSV with header `image,caption`) into image -> raw captions."""
-    captions: Dict[str, List[str]] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        try:
-            rows = list(csv.reader(handle))
-        except (csv.Error, UnicodeDecodeError) as error:
-            raise DatasetError(f"{path}: not a readable CSV file ({error})") from None
-    if not rows:
-        raise DatasetError(f"{path}:1: empty file; expected the header 'image,caption'")
-    if [cell.strip().lower() for cell in rows[0]] != ["image", "caption"]:
-        raise DatasetError(f"{path}:1: expected the header 'image,caption', got {','.join(rows[0])[:60]!r}")
-    for number, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        if len(row) != 2 or not row[0].strip():
-            raise DatasetError(f"{path}:{number}: expected 'image,caption' (2 columns), got {len(row)}")
-        captions.setdefault(row[0].strip(), []).append(row[1])
-    if not captions:
-        raise DatasetError(f"{path}: a header but no captions")
-    return captions
-
-
-def parse_karpathy_json(path: str) -> tuple[Dict[str, List[str]], Dict[str, List[str]], Dict[str, int]]:
-    """Reads a Karpathy split file into (image name -> raw captions, split -> image names, skipped counts).
-
-    An image's name is `filepath/filename` when the entry has a `filepath` (COCO: `val2014/...jpg`),
-    else its `filename`; a sentence's text is its `raw` string, or its `tokens` joined by spaces.
-    """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            content = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
-    except UnicodeDecodeError as error:
-        raise DatasetError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    images = content.get("images") if isinstance(content, dict) else None
-    if not isinstance(images, list) or not images:
-        raise DatasetError(f"{path}: expected a Karpathy split file, an object with a non-empty 'images' list")
-    captions: Dict[str, List[str]] = {}
-    splits: Dict[str, List[str]] = {split: [] for split in SPLITS}
-    skipped: Dict[str, int] = {}
-    for index, entry in enumerate(images):
-        if not (isinstance(entry, dict) and isinstance(entry.get("filename"), str)
-                and isinstance(entry.get("sentences"), list)):
-            raise DatasetError(f"{path}: images[{index}]: expected 'filename' and a 'sentences' list")
-        name = posixpath.join(entry["filepath"], entry["filename"]) if entry.get("filepath") else entry["filename"]
-        split = KARPATHY_SPLITS.get(entry.get("split"))
-        if split is None:
-            reason = f"image with unknown split {entry.get('split')!r}"
-            skipped[reason] = skipped.get(reason, 0) + 1
-            continue
-        texts = []
-        for sentence in entry["sentences"]:
-            sentence = sentence if isinstance(sentence, dict) else {}
-            tokens = sentence.get("tokens")
-            if isinstance(sentence.get("raw"), str):
-                texts.append(sentence["raw"])
-            elif isinstance(tokens, list) and all(isinstance(token, str) for token in tokens):
-                texts.append(" ".join(tokens))
-            else:
-                raise DatasetError(f"{path}: images[{index}] ({name}): a sentence with neither 'raw' text nor 'tokens'")
-        captions[name] = texts
-        splits[split].append(name)
-    return captions, splits, skipped
-
-
 def _read_split_files(text_dir: str) -> Optional[Dict[str, List[str]]]:
     paths = {split: os.path.join(text_dir, name) for split, name in SPLIT_FILES.items()}
     if not all(os.path.isfile(path) for path in paths.values()):
         return None
-    return {split: [line.strip() for line in _read_lines(path) if line.strip()] for split, path in paths.items()}
+    return {split: [line.strip() for line in read_lines(path) if line.strip()] for split, path in paths.items()}
 
 
 def draw_split(image_names: List[str], seed: int) -> Dict[str, List[str]]:
@@ -161,12 +63,24 @@ def draw_split(image_names: List[str], seed: int) -> Dict[str, List[str]]:
     return {"train": names[:n_train], "dev": names[n_train:n_train + n_dev], "test": names[n_train + n_dev:]}
 
 
-def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_images: bool = True) -> Dataset:
+def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_images: bool = True,
+                 captions_file: str = "", images_dir: str = "") -> Dataset:
     """Detects the layout of `data_dir`, reads and cleans its captions, and resolves its splits.
 
+    With `captions_file` (and `images_dir`), that table of image/caption pairs is the dataset instead.
     With `need_images=False` the caption files alone will do (for scoring captions); `image_dir` is then
     empty when the dataset has no image folder.
     """
+    if captions_file:
+        if need_images and not images_dir:
+            raise DatasetError(f"--captions_file {captions_file}: give --images_dir, the folder its image names "
+                               f"are in")
+        if images_dir and not os.path.isdir(images_dir):
+            raise DatasetError(f"{images_dir}: no such image folder (--images_dir)")
+        raw, table_splits = parse_caption_table(captions_file)
+        name = os.path.splitext(os.path.basename(captions_file))[0].lower()
+        return _dataset_from(name, "table", images_dir, raw, table_splits, f"split column of {captions_file}",
+                             None, split_seed, limit, {})
     if not os.path.isdir(data_dir):
         raise DatasetError(f"{data_dir}: no such dataset folder")
     karpathy_file = _find(data_dir, [os.path.join(d, name) for d in TEXT_FOLDERS for name in KARPATHY_FILES])
@@ -191,7 +105,26 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_ima
             f"{'/'.join(IMAGE_FOLDERS[:3])}), Flickr30k's results_20130124.token with flickr30k-images/, "
             f"and the Kaggle layout (captions.txt and Images/)")
 
-    skipped: Dict[str, int] = {}
+    split_files = None
+    for text_dir in TEXT_FOLDERS if karpathy_splits is None else ():
+        split_files = _read_split_files(os.path.join(data_dir, text_dir))
+        if split_files:
+            break
+    name = os.path.basename(os.path.normpath(os.path.abspath(data_dir))).lower()
+    if karpathy_splits is not None:
+        return _dataset_from(name, layout, image_dir, raw, karpathy_splits,
+                             f"Karpathy split file {os.path.basename(karpathy_file)}", None, split_seed, limit,
+                             karpathy_skipped)
+    return _dataset_from(name, layout, image_dir, raw, None, "", split_files, split_seed, limit, {})
+
+
+def _dataset_from(name: str, layout: str, image_dir: Optional[str], raw: Dict[str, List[str]],
+                  given_splits: Optional[Dict[str, List[str]]], given_source: str,
+                  split_files: Optional[Dict[str, List[str]]], split_seed: int, limit: int,
+                  skipped: Dict[str, int]) -> Dataset:
+    """Cleans the raw captions and resolves the splits: given by the caption file, from the official
+    split files, or drawn with the seed."""
+    skipped = dict(skipped)
     captions: Dict[str, List[str]] = {}
     for image, texts in raw.items():
         cleaned = [clean_caption(text) for text in texts]
@@ -201,17 +134,9 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_ima
             skipped[reason] = skipped.get(reason, 0) + len(cleaned) - len(kept)
         if kept:
             captions[image] = kept
-
-    split_files = None
-    for text_dir in TEXT_FOLDERS if karpathy_splits is None else ():
-        split_files = _read_split_files(os.path.join(data_dir, text_dir))
-        if split_files:
-            break
-    if karpathy_splits is not None:
-        split_source = f"Karpathy split file {os.path.basename(karpathy_file)}"
-        splits = {split: [name for name in names if name in captions] for split, names in karpathy_splits.items()}
-        for reason, count in karpathy_skipped.items():
-            skipped[reason] = skipped.get(reason, 0) + count
+    if given_splits is not None:
+        split_source = given_source
+        splits = {split: [name for name in names if name in captions] for split, names in given_splits.items()}
     elif split_files:
         split_source = "official split files"
         splits = {split: [name for name in names if name in captions] for split, names in split_files.items()}
@@ -228,7 +153,6 @@ def load_dataset(data_dir: str, split_seed: int = 1234, limit: int = 0, need_ima
         splits = draw_split(list(captions), split_seed)
     if limit > 0:
         splits = {split: names[:limit] for split, names in splits.items()}
-    name = os.path.basename(os.path.normpath(os.path.abspath(data_dir))).lower()
     return Dataset(name, layout, image_dir or "", captions, splits, split_source, skipped)
 
 

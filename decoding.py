@@ -1,21 +1,24 @@
-"""Batched greedy and beam-search decoding with a trained decoder (merge or attention).
+"""Batched greedy decoding, beam search and sampling with one trained decoder or an ensemble.
 
-Each step runs the LSTM cell once for a whole batch of images (times beams), carrying its state,
-inside one compiled tf.function: no `model.predict` per word per image, no re-reading of the prefix.
-The two decoders differ only in how one step turns a word and the state into next-word
-probabilities (`MergeSteps`, `AttentionSteps`); the search around them is shared.
-Rules shared by both: <pad> and <start> are never generated, <end> is not allowed as the first word
-(so no caption is empty), and a caption that never ends is cut at `max_length` words and kept.
+Each step runs the LSTM cell once for a whole batch of images (times beams or samples), carrying its
+state, inside one compiled tf.function: no `model.predict` per word per image, no re-reading of the
+prefix. The decoders differ only in how one step turns a word and the state into next-word
+probabilities (`MergeSteps`, `AttentionSteps`; `EnsembleSteps` averages several models' probabilities,
+each model carrying its own state); the search around them is shared.
+Rules shared by every search: <pad>, <start> and <unk> are never generated, <end> is not allowed as
+the first word (so no caption is empty), and a caption that never ends is cut at `max_length` words
+and kept. Optional rules: `banned_endings` (no <end> right after these word ids: "a man in a") and
+`no_repeat_ngram_size` N (no n-gram of N words twice in one caption).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from vocabulary import END_ID, PAD_ID, START_ID, Vocabulary
+from vocabulary import BAD_ENDINGS, END_ID, PAD_ID, START_ID, UNK_ID, Vocabulary
 
 
 @dataclass
@@ -29,6 +32,7 @@ class MergeSteps:
     """One step of the merge decoder: the LSTM reads the word; the projected image joins its output."""
 
     def __init__(self, model):
+        self.embedding = model.get_layer("word_embedding")
         self.cell = model.get_layer("caption_lstm").cell
         self.image_projection = model.get_layer("image_projection")
         self.merged_projection = model.get_layer("merged_projection")
@@ -39,8 +43,8 @@ class MergeSteps:
         zeros = tf.zeros([tf.shape(image_features)[0], self.cell.units])
         return [self.image_projection(image_features)], [zeros, zeros]
 
-    def probabilities(self, word, state, constants):
-        output, state = self.cell(word, state)
+    def probabilities(self, tokens, state, constants):
+        output, state = self.cell(read_words(self.embedding, tokens), state)
         return self.next_word(self.merged_projection(output + constants[0])), state
 
 
@@ -48,6 +52,7 @@ class AttentionSteps:
     """One step of the attention decoder: attend over the regions, read the word and the context."""
 
     def __init__(self, model):
+        self.embedding = model.get_layer("word_embedding")
         self.region_projection = model.get_layer("region_projection")
         self.attention = model.get_layer("attention_lstm")
         self.output_projection = model.get_layer("output_projection")
@@ -59,10 +64,52 @@ class AttentionSteps:
         keys, state = self.attention.start(regions)
         return [regions, keys], state
 
-    def probabilities(self, word, state, constants):
+    def probabilities(self, tokens, state, constants):
+        word = read_words(self.embedding, tokens)
         output, state, context, _ = self.attention.step(word, state, constants[0], constants[1])
         hidden = tf.tanh(word + self.output_projection(output) + self.context_projection(context))
         return self.next_word(hidden), state
+
+
+def read_words(embedding, tokens):
+    # The embedding table is read directly: the layer would attach a padding mask the cell cannot use.
+    return tf.gather(embedding.embeddings, tokens)
+
+
+class EnsembleSteps:
+    """Several decoders as one: each keeps its own constants and state; their probabilities are averaged."""
+
+    def __init__(self, members: Sequence):
+        self.members = list(members)
+        self.sizes: List[tuple] = []  # (constants, state parts) of each member, fixed when tracing start()
+
+    def start(self, image_features):
+        constants, state, self.sizes = [], [], []
+        for member in self.members:
+            member_constants, member_state = member.start(image_features)
+            constants += member_constants
+            state += member_state
+            self.sizes.append((len(member_constants), len(member_state)))
+        return constants, state
+
+    def probabilities(self, tokens, state, constants):
+        total, new_state, c, s = 0.0, [], 0, 0
+        for member, (constant_count, state_count) in zip(self.members, self.sizes):
+            probabilities, member_state = member.probabilities(tokens, state[s:s + state_count],
+                                                               constants[c:c + constant_count])
+            total += probabilities
+            new_state += list(member_state)
+            c, s = c + constant_count, s + state_count
+        return total / len(self.members), new_state
+
+
+def steps_of(model):
+    return AttentionSteps(model) if decoder_name(model) == "attention" else MergeSteps(model)
+
+
+def bad_ending_ids(vocabulary: Vocabulary) -> List[int]:
+    """Ids of the words after which --block_bad_endings forbids <end>."""
+    return [vocabulary.ids[word] for word in BAD_ENDINGS if word in vocabulary.ids]
 
 
 def decoder_name(model) -> str:
@@ -71,38 +118,83 @@ def decoder_name(model) -> str:
 
 
 class CaptionDecoder:
-    def __init__(self, model, max_length: int):
-        self.max_length = max_length
-        self.embedding = model.get_layer("word_embedding")
-        self.steps = AttentionSteps(model) if decoder_name(model) == "attention" else MergeSteps(model)
-        self.vocabulary_size = model.get_layer("next_word").units
+    """Greedy, beam and sampled captions from one model, or from an ensemble (a list of models)."""
+
+    def __init__(self, model, max_length: int, no_repeat_ngram_size: int = 0, banned_endings: Sequence[int] = ()):
+        models = list(model) if isinstance(model, (list, tuple)) else [model]
+        if no_repeat_ngram_size < 0:
+            raise ValueError(f"--no_repeat_ngram_size must be 0 (off) or more, got {no_repeat_ngram_size}")
+        self.max_length, self.no_repeat = max_length, no_repeat_ngram_size
+        self.steps = steps_of(models[0]) if len(models) == 1 else EnsembleSteps([steps_of(m) for m in models])
+        self.vocabulary_size = models[0].get_layer("next_word").units
         banned = np.zeros((2, self.vocabulary_size), np.float32)
-        banned[:, [PAD_ID, START_ID]] = -np.inf
+        banned[:, [PAD_ID, START_ID, UNK_ID]] = -np.inf
         banned[0, END_ID] = -np.inf  # row 0: the first word
         self.banned = tf.constant(banned)
+        end_after = np.zeros(self.vocabulary_size, bool)
+        end_after[list(banned_endings)] = True
+        self.end_banned_after = tf.constant(end_after)
+        self.end_is_word = tf.constant(np.arange(self.vocabulary_size) == END_ID)
         self._greedy = tf.function(self._greedy_batch, reduce_retracing=True)
         self._beam = tf.function(self._beam_batch, reduce_retracing=True)
+        self._sample = tf.function(self._sample_batch, reduce_retracing=True)
 
-    def _log_probabilities(self, tokens, state, constants, step):
-        # The embedding table is read directly: the layer would attach a padding mask the cell cannot use.
-        probabilities, state = self.steps.probabilities(tf.gather(self.embedding.embeddings, tokens), state, constants)
-        return tf.math.log(probabilities) + self.banned[tf.minimum(step, 1)], state
+    def _log_probabilities(self, tokens, history, state, constants, step):
+        """Next-word log-probabilities of each row, the rules applied; `history` holds the words so far."""
+        probabilities, state = self.steps.probabilities(tokens, state, constants)
+        log_probabilities = tf.math.log(probabilities) + self.banned[tf.minimum(step, 1)]
+        no_end = tf.gather(self.end_banned_after, tokens)[:, None] & self.end_is_word[None, :]
+        log_probabilities = tf.where(no_end, -np.inf, log_probabilities)
+        if self.no_repeat:
+            log_probabilities = tf.where(self._repeats(history, step), -np.inf, log_probabilities)
+        return log_probabilities, state
+
+    def _repeats(self, history, step):
+        """(rows, vocabulary): True for each word that would complete an n-gram the row already holds."""
+        n, rows = self.no_repeat, tf.shape(history)[0]
+        starts = history.shape[1] - n + 1  # where an earlier n-gram can start
+        if starts <= 0:
+            return tf.zeros([rows, self.vocabulary_size], tf.bool)
+        # An earlier n-gram starting at i matches when its first n - 1 words equal the last n - 1 written.
+        match = tf.broadcast_to(tf.range(starts)[None, :] <= step - n, [rows, starts])
+        for offset in range(n - 1):
+            last = tf.gather(history, tf.maximum(step - n + 1 + offset, 0), axis=1)
+            match &= tf.equal(history[:, offset:offset + starts], last[:, None])
+        followers = history[:, n - 1:n - 1 + starts]
+        row_index = tf.broadcast_to(tf.range(rows)[:, None], [rows, starts])
+        indices = tf.boolean_mask(tf.stack([row_index, followers], axis=-1), match)
+        hits = tf.scatter_nd(indices, tf.ones(tf.shape(indices)[:1]), [rows, self.vocabulary_size])
+        return hits > 0
 
     def _greedy_batch(self, image_features):
-        batch = tf.shape(image_features)[0]
+        return self._one_path(image_features, 1, sample=False)
+
+    def _sample_batch(self, image_features, samples: int):
+        return self._one_path(image_features, samples, sample=True)
+
+    def _one_path(self, image_features, copies: int, sample: bool):
+        """Greedy (the likeliest word) or sampled (a word drawn from the distribution) captions;
+        `copies` rows per image, image i's rows together."""
         constants, state = self.steps.start(image_features)
-        token = tf.fill([batch], START_ID)
-        finished = tf.zeros([batch], tf.bool)
-        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
-        for step in tf.range(self.max_length + 1):
-            log_probabilities, state = self._log_probabilities(token, state, constants, step)
-            token = tf.argmax(log_probabilities, axis=-1, output_type=tf.int32)
+        if copies > 1:
+            constants = [tf.repeat(constant, copies, axis=0) for constant in constants]
+            state = [tf.repeat(part, copies, axis=0) for part in state]
+        rows, steps = tf.shape(image_features)[0] * copies, self.max_length + 1
+        token = tf.fill([rows], START_ID)
+        finished = tf.zeros([rows], tf.bool)
+        history = tf.zeros([rows, steps], tf.int32)
+        for step in tf.range(steps):
+            log_probabilities, state = self._log_probabilities(token, history, state, constants, step)
+            if sample:
+                token = tf.random.categorical(log_probabilities, 1, dtype=tf.int32)[:, 0]
+            else:
+                token = tf.argmax(log_probabilities, axis=-1, output_type=tf.int32)
             token = tf.where(finished, PAD_ID, token)
-            tokens = tokens.write(step, token)
+            history += token[:, None] * tf.one_hot(step, steps, dtype=tf.int32)[None, :]
             finished = finished | tf.equal(token, END_ID)
             if tf.reduce_all(finished):
                 break
-        return tf.transpose(tokens.stack())
+        return history
 
     def _beam_batch(self, image_features, beam_size: int):
         batch, beams, words = tf.shape(image_features)[0], beam_size, self.vocabulary_size
@@ -119,7 +211,8 @@ class CaptionDecoder:
         # A finished beam may only be extended by <pad>, at no cost.
         pad_only = tf.where(tf.range(words) == PAD_ID, 0.0, -np.inf)
         for step in tf.range(steps):
-            log_probabilities, state = self._log_probabilities(tf.reshape(token, [-1]), state, constants, step)
+            log_probabilities, state = self._log_probabilities(tf.reshape(token, [-1]), tf.reshape(sequences, [-1, steps]),
+                                                               state, constants, step)
             log_probabilities = tf.reshape(log_probabilities, [batch, beams, words])
             log_probabilities = tf.where(finished[:, :, None], pad_only, log_probabilities)
             candidates = tf.reshape(scores[:, :, None] + log_probabilities, [batch, beams * words])
@@ -143,6 +236,12 @@ class CaptionDecoder:
             chunk = tf.convert_to_tensor(np.asarray(image_features[start:start + batch_size], np.float32))
             rows.extend(self._greedy(chunk).numpy())
         return rows
+
+    def sample(self, image_features: np.ndarray, samples: int) -> np.ndarray:
+        """`samples` captions per image drawn from the model's word distribution, as token ids
+        (rows image by image: words, <end>, then <pad>)."""
+        features = tf.convert_to_tensor(np.asarray(image_features, np.float32))
+        return self._sample(features, samples).numpy()
 
     def beam_search(self, image_features: np.ndarray, beam_size: int, length_penalty: float = 0.0,
                     batch_size: int = 64) -> List[List[Hypothesis]]:

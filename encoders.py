@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Larger images are refused outright: decoding them could take gigabytes.
 MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+EXIF_ORIENTATION = 0x0112
 _MODE_NAMES = {"L": "grayscale", "1": "black-and-white", "I;16": "16-bit grayscale", "P": "palette"}
 
 
@@ -53,8 +54,9 @@ class ImageError(ValueError):
 def load_image(path: str, size: int) -> Tuple[np.ndarray, Optional[str]]:
     """Decodes an image to RGB float32 pixels of size x size (0-255), and what had to be converted.
 
-    Grayscale, palette, RGBA and CMYK are converted to RGB (transparency onto white); a very large
-    JPEG is decoded at reduced scale. Anything unusable raises ImageError.
+    A photo with an EXIF orientation is turned upright first. Grayscale, palette, RGBA and CMYK are
+    converted to RGB (transparency onto white); a very large JPEG is decoded at reduced scale.
+    Anything unusable raises ImageError.
     """
     if not os.path.exists(path):
         raise ImageError("missing file", path)
@@ -69,6 +71,11 @@ def load_image(path: str, size: int) -> Tuple[np.ndarray, Optional[str]]:
                     conversions.append("huge image downscaled")
                     image.draft("RGB", (size * 4, size * 4))  # JPEG only: decode at 1/2..1/8 scale
                 image.load()
+                orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+                if orientation != 1:
+                    # Phones store a portrait photo sideways and say so in EXIF: turn it the way it was taken.
+                    image = ImageOps.exif_transpose(image)
+                    conversions.append(f"turned upright (EXIF orientation {orientation})")
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                     conversions.append("transparency put on white")
                     rgba = image.convert("RGBA")

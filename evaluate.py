@@ -3,10 +3,12 @@
     python evaluate.py --split dev                       # the run's captions, beam 3
     python evaluate.py --split dev --beam_size 1 --report
     python evaluate.py --split test --captions other_system.json --data_dir data/flickr8k
+    python evaluate.py --split dev --run_dir runs/a runs/b runs/c   # an ensemble of three runs
 
 A run: captions every image of the split that has stored features (images missing on disk or
-unreadable are counted and reported) and writes `evaluation_<split>[_beam<K>[_lp<P>]].json` into the run
-folder. `--captions FILE.json` ({image name: caption}, from any system) scores that file instead,
+unreadable are counted and reported) and writes `evaluation_<split>[_beam<K>][...].json` into the run
+folder (an ensemble's into its first run's folder). Beside the scores: how many different captions the
+split got, how many repeat a phrase, and how many end on a word like "a" or "with". `--captions FILE.json` ({image name: caption}, from any system) scores that file instead,
 against the split's references read from the dataset's caption files; no images are needed.
 Both print the caption-prior baseline beside the scores.
 """
@@ -17,24 +19,23 @@ import os
 import sys
 from typing import Dict, List
 
-from config import Config, parse_config, quiet_tensorflow, resolved_config, run_script
+from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, resolved_config, run_script
 
 quiet_tensorflow()
 
 from data_loader import load_dataset  # noqa: E402
 from metrics import COCO_METRICS, COCO_PROTOCOL, PROTOCOL, bleu_scores, coco_scores, format_score  # noqa: E402
-from metrics import most_common_caption  # noqa: E402
+from metrics import caption_statistics, most_common_caption  # noqa: E402
 from preprocess import write_json  # noqa: E402
 from report import write_report  # noqa: E402
 
-EVALUATE_FLAGS = ("data_dir", "run_dir", "split", "captions", "report", "max_decode_length", "decode_batch_size",
-                  "beam_size", "length_penalty", "split_seed")
+EVALUATE_FLAGS = ("data_dir", "captions_file", "run_dir", "split", "captions", "report", "split_seed") + DECODING_FLAGS
 
 
 def read_caption_file(path: str) -> Dict[str, str]:
     """{image name: caption} from a JSON object; predict.py's --output file ({"captions": {path: caption}}) also works."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: also files saved with a byte-order mark
             content = json.load(handle)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
@@ -63,7 +64,8 @@ def report_missing(split: str, split_images: List[str], missing: List[str], reas
 
 def evaluate(config: Config) -> dict:
     if config.captions:
-        dataset = load_dataset(config.data_dir, config.split_seed, need_images=False)
+        dataset = load_dataset(config.data_dir, config.split_seed, need_images=False,
+                               captions_file=config.captions_file)
         references = {split: {name: dataset.captions[name] for name in names} for split, names in dataset.splits.items()}
         generated_all = read_caption_file(config.captions)
         split_images = list(references[config.split])
@@ -81,8 +83,8 @@ def evaluate(config: Config) -> dict:
         from captioner import Captioner, warn_if_untrained
         from feature_store import open_features
 
-        run_dir = config.resolved_run_dir()
-        captioner = Captioner(run_dir, config.max_decode_length, config.beam_size, config.length_penalty)
+        captioner = Captioner.from_config(config)
+        run_dir = captioner.run_dir
         print(f"run {run_dir}: {captioner.describe()}; decoding: {captioner.decoding()}")
         warn_if_untrained(captioner)
         with open(os.path.join(run_dir, "captions.json"), encoding="utf-8") as handle:
@@ -95,11 +97,16 @@ def evaluate(config: Config) -> dict:
         generated = run_captions(config, split_images, features, image_rows, captioner) \
             if len(missing) < len(split_images) else {}
         image_dir = captioner.metadata.get("image_dir", "")
-        source = {"run_dir": run_dir, "decoder": captioner.decoder_name,
+        source = {"run_dir": run_dir, "ensemble": captioner.run_dirs if len(captioner.run_dirs) > 1 else [],
+                  "model_file": config.model_file, "decoder": captioner.decoder_name,
                   "encoder": captioner.metadata["encoder"],
                   "weights": captioner.metadata["weights"], "decoding": captioner.decoding()}
         suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
         suffix += f"_lp{config.length_penalty:g}" if config.length_penalty and config.beam_size > 1 else ""
+        suffix += f"_norepeat{config.no_repeat_ngram_size}" if config.no_repeat_ngram_size else ""
+        suffix += "_noendings" if config.block_bad_endings else ""
+        suffix += f"_{os.path.splitext(config.model_file)[0]}" if config.model_file != "model.keras" else ""
+        suffix += f"_ensemble{len(captioner.run_dirs)}" if len(captioner.run_dirs) > 1 else ""
         output = os.path.join(run_dir, f"evaluation_{config.split}{suffix}.json")
         report_base = os.path.join(run_dir, f"report_{config.split}{suffix}")
     if not generated:
@@ -125,10 +132,15 @@ def evaluate(config: Config) -> dict:
     for metric, reason in scores.unavailable.items():
         print(f"{metric} unavailable: {reason}")
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")
+    statistics = caption_statistics(hypotheses)
+    print(f"{statistics['distinct']} different captions for {len(names)} images; {statistics['repeated_phrase']} "
+          f"repeat a phrase of 3 words or more; {statistics['bad_ending']} end on a word like 'a' or 'with'; "
+          f"most frequent: {statistics['most_frequent']!r} ({statistics['most_frequent_count']}x)")
     result = {
         "split": config.split, **source, "config": resolved_config(config, source.get("run_dir", config.run_dir)),
         "coco_protocol": COCO_PROTOCOL, "nltk_protocol": PROTOCOL,
         "images_scored": len(names), "images_missing": len(missing), "scores": scores.corpus,
+        "caption_statistics": statistics,
         "unavailable": scores.unavailable, "nltk_bleu": nltk_scores,
         "caption_prior": {"caption": prior, "scores": prior_scores.corpus},
         "captions": {name: {"generated": caption, "references": refs, "scores": per_image}
@@ -148,7 +160,7 @@ def evaluate(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    evaluate(parse_config(EVALUATE_FLAGS, __doc__.splitlines()[0], argv, beam_size=3))
+    evaluate(parse_config(EVALUATE_FLAGS, __doc__.splitlines()[0], argv, several=("run_dir",), beam_size=3))
     return 0
 
 

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from vocabulary import clean_caption
+from vocabulary import BAD_ENDINGS, clean_caption
 
 BLEU_WEIGHTS = {
     "BLEU-1": (1.0, 0.0, 0.0, 0.0),
@@ -49,6 +49,22 @@ def most_common_caption(captions: List[str]) -> str:
     """The caption-prior baseline: the most frequent training caption (ties: the first seen)."""
     counts = Counter(captions)
     return max(counts, key=lambda caption: (counts[caption], -captions.index(caption)))
+
+
+def caption_statistics(captions: Sequence[str]) -> Dict[str, object]:
+    """What scores hide: how many different captions, how many repeat a phrase of 3 words or more
+    ("a man in a red shirt and a red shirt"), how many end on a function word ("a man in a")."""
+    def repeats(words):
+        trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+        return len(trigrams) != len(set(trigrams))
+
+    word_lists = [caption.split() for caption in captions]
+    counts = Counter(captions)
+    top, top_count = counts.most_common(1)[0] if counts else ("", 0)
+    return {"distinct": len(counts), "repeated_phrase": sum(repeats(words) for words in word_lists),
+            "bad_ending": sum(bool(words) and words[-1] in BAD_ENDINGS for words in word_lists),
+            "unknown_word": sum("<unk>" in words for words in word_lists),
+            "most_frequent": top, "most_frequent_count": top_count}
 
 
 COCO_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")

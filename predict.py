@@ -4,6 +4,7 @@
     python predict.py --image_path a.jpg b.jpg folder/ --output captions.json
     python predict.py --image_path photo.jpg --beam_size 5 --top 3
     python predict.py --image_path photo.jpg --run_dir runs/attention --attention_map photo_attention.png
+    python predict.py --image_path photo.jpg --run_dir runs/a runs/b runs/c      # an ensemble of three runs
 
 One image: prints its caption. Several files or a folder: one `path<TAB>caption` line each.
 `--top N`: the N best beams of each image, with their log-probabilities.
@@ -15,15 +16,14 @@ import os
 import sys
 from typing import List
 
-from config import Config, parse_config, quiet_tensorflow, run_script
+from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
 from captioner import Captioner, warn_if_untrained  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "max_decode_length", "decode_batch_size", "beam_size",
-                 "length_penalty", "top", "output", "attention_map")
+PREDICT_FLAGS = ("image_path", "data_dir", "run_dir") + DECODING_FLAGS + ("top", "output", "attention_map")
 
 
 def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:
@@ -73,11 +73,13 @@ def predict(config: Config) -> dict:
         raise ValueError(f"--image_path {' '.join(config.image_path)}: no image files found")
     if config.top < 1:
         raise ValueError(f"--top must be at least 1, got {config.top}")
-    captioner = Captioner(config.resolved_run_dir(), config.max_decode_length, config.beam_size, config.length_penalty)
+    captioner = Captioner.from_config(config)
     print(f"{captioner.describe()}; decoding: {captioner.decoding()}", file=sys.stderr)
     warn_if_untrained(captioner)
     if config.attention_map and not captioner.has_attention:
-        raise ValueError(f"--attention_map: {captioner.run_dir} has a merge decoder, which does not attend to "
+        raise ValueError("--attention_map draws one run's attention, not an ensemble's: give one --run_dir"
+                         if len(captioner.run_dirs) > 1 else
+                         f"--attention_map: {captioner.run_dir} has a merge decoder, which does not attend to "
                          f"image regions; train one with --decoder attention")
     captions, features, errors = captioner.caption_files(paths, config.decode_batch_size, config.top)
     single = len(paths) == 1 and not any_folder
@@ -100,7 +102,7 @@ def predict(config: Config) -> dict:
             captions = {path: [{"caption": text, "log_probability": log_probability} for text, log_probability in beams]
                         for path, beams in captions.items()}
         with open(config.output, "w", encoding="utf-8") as handle:
-            json.dump({"run_dir": captioner.run_dir, "encoder": captioner.metadata["encoder"],
+            json.dump({"run_dir": captioner.run_dir if len(captioner.run_dirs) == 1 else captioner.run_dirs, "encoder": captioner.metadata["encoder"],
                        "weights": captioner.metadata["weights"], "captions": captions,
                        "skipped": {str(error).split(":")[0]: error.kind for error in errors}}, handle, indent=1)
     if config.attention_map and captions:
@@ -111,7 +113,7 @@ def predict(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return predict(parse_config(PREDICT_FLAGS, __doc__.splitlines()[0], argv))
+    return predict(parse_config(PREDICT_FLAGS, __doc__.splitlines()[0], argv, several=("run_dir",)))
 
 
 if __name__ == "__main__":

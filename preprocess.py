@@ -78,10 +78,12 @@ def preprocess(config: Config) -> dict:
         if is_bundled_sample(config.data_dir):
             raise ValueError(f"--download {config.download}: give --data_dir FOLDER to download into")
         download_dataset(config.download, config.data_dir)
-    dataset = load_dataset(config.data_dir, config.split_seed, config.limit)  # fails before anything is written
+    # Fails before anything is written.
+    dataset = load_dataset(config.data_dir, config.split_seed, config.limit, captions_file=config.captions_file,
+                           images_dir=config.images_dir)
     run_dir = config.resolved_run_dir()
     spec = ENCODERS[config.encoder]
-    encoder_model, weights = open_encoder(config.encoder, config.weights, is_bundled_sample(config.data_dir),
+    encoder_model, weights = open_encoder(config.encoder, config.weights, is_bundled_sample(config.data_dir) and not config.captions_file,
                                           config.encoder_seed, config.features)
     if os.path.isfile(weights):
         weights = os.path.abspath(weights)  # predict.py may run from another folder
@@ -128,7 +130,8 @@ def preprocess(config: Config) -> dict:
     train_captions = [caption for name in dataset.splits["train"] if name in store
                       for caption in dataset.captions[name]]
     if not train_captions:
-        raise ValueError(f"{config.data_dir}: none of the {len(dataset.splits['train'])} training images "
+        raise ValueError(f"{config.captions_file or config.data_dir}: none of the {len(dataset.splits['train'])} "
+                         f"training images "
                          f"could be read (see the skipped lines above)")
     vocabulary = Vocabulary.build(train_captions, config.min_word_count)
     vocabulary.save(os.path.join(run_dir, "vocabulary.json"))
@@ -139,6 +142,7 @@ def preprocess(config: Config) -> dict:
     metadata = {
         "dataset": dataset.name,
         "data_dir": os.path.abspath(config.data_dir),
+        "captions_file": os.path.abspath(config.captions_file) if config.captions_file else "",
         "image_dir": os.path.abspath(dataset.image_dir),
         "layout": dataset.layout,
         "split_source": dataset.split_source,

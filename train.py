@@ -3,6 +3,7 @@
     python train.py --epochs 20 --batch_size 32
     python train.py --decoder attention         # soft attention over image regions (spatial features)
     python train.py --strategy mirrored         # every local GPU; multi_worker: several machines (TF_CONFIG)
+    python train.py --objective scst            # then: self-critical training of the same run (scst.py)
 
 Runs preprocess.py first when the run folder has no metadata yet, so this one command goes from
 images to a model. Keeps the model with the best dev CIDEr-D (`--monitor`), scoring greedy dev captions
@@ -27,10 +28,11 @@ quiet_tensorflow()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import attention  # noqa: E402,F401  (registers the attention layer, so its models load)
 from data_loader import caption_batches, training_examples  # noqa: E402
-from decoding import CaptionDecoder, decoder_name  # noqa: E402
+from decoding import CaptionDecoder, bad_ending_ids, decoder_name  # noqa: E402
 from distributed import (ValidationScores, describe, distributed_batches, fit_distributed, is_chief,  # noqa: E402
                          make_strategy, same_on_every_worker)
 from feature_store import feature_shape, open_features  # noqa: E402
@@ -41,8 +43,13 @@ from report import plot_training_curves  # noqa: E402
 from vocabulary import Vocabulary  # noqa: E402
 
 BEST_MODEL, LAST_MODEL, STATE, HISTORY = "model.keras", "last_epoch.keras", "training_state.json", "history.csv"
-CURVES = "training_curves.png"
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "dev_bleu4", "dev_cider", "seconds")
+# Self-critical training keeps the cross-entropy model as XE_MODEL and writes its own best into BEST_MODEL.
+XE_MODEL, LAST_SCST_MODEL, SCST_STATE = "model_xe.keras", "last_epoch_scst.keras", "training_state_scst.json"
+CURVES, TENSORBOARD = "training_curves.png", "tensorboard"
+# scst_loss and reward: the self-critical phase's policy loss and mean sample reward (CIDEr-D).
+HISTORY_COLUMNS = ("epoch", "objective", "loss", "accuracy", "val_loss", "val_accuracy", "scst_loss", "reward",
+                   "dev_bleu4", "dev_cider", "seconds")
+SHOWN_COLUMNS = HISTORY_COLUMNS[2:-1]
 # --monitor value -> (history column, True when higher is better)
 MONITORS = {"cider": ("dev_cider", True), "bleu4": ("dev_bleu4", True), "val_loss": ("val_loss", False),
             "loss": ("loss", False)}
@@ -52,13 +59,14 @@ class DevScorer:
     """Greedy captions of the dev images from the model being trained, scored with BLEU-4 and CIDEr-D."""
 
     def __init__(self, model, features, image_rows: Dict[str, int], references: Dict[str, List[str]],
-                 vocabulary: Vocabulary, max_length: int, batch_size: int = 256):
+                 vocabulary: Vocabulary, max_length: int, config: Config, batch_size: int = 256):
         names = [name for name in references if name in image_rows]
         # Kept in the store's precision (float16 for spatial maps); the decoder widens one batch at a time.
         self.image_features = np.asarray(features[[image_rows[name] for name in names]])
         self.references = [references[name] for name in names]
         # The decoder reads the model's layers, so it always sees the current weights.
-        self.decoder = CaptionDecoder(model, max_length)
+        self.decoder = CaptionDecoder(model, max_length, config.no_repeat_ngram_size,
+                                      bad_ending_ids(vocabulary) if config.block_bad_endings else ())
         self.vocabulary, self.batch_size = vocabulary, batch_size
 
     def __call__(self) -> Dict[str, float]:
@@ -86,14 +94,22 @@ class EpochBookkeeping(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir: str, config: Config, monitor: str, state: dict,
-                 dev_scorer: Optional[DevScorer], captioner: keras.Model, writes: bool = True):
+                 dev_scorer: Optional[DevScorer], captioner: keras.Model, writes: bool = True,
+                 objective: str = "xe", epoch_offset: int = 0):
+        """`objective` "scst": the self-critical phase, with its own checkpoint and state files; its
+        epochs are counted after the `epoch_offset` cross-entropy epochs in history.csv."""
         super().__init__()
+        self.objective, self.epoch_offset = objective, epoch_offset
+        self.last_model, self.state_file = (LAST_MODEL, STATE) if objective == "xe" else (LAST_SCST_MODEL, SCST_STATE)
         self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
         # What is saved: the captioner, while Keras fits (and hands this callback) its training view.
         self.captioner, self.writes = captioner, writes
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
         self.last_decay = state.get("last_decay_epoch", 0)
         self.started = time.monotonic()
+        # The per-epoch numbers of history.csv (both phases) as TensorBoard scalars, beside Keras's own logs.
+        self.summaries = (tf.summary.create_file_writer(os.path.join(run_dir, TENSORBOARD, "epochs"))
+                          if config.tensorboard and writes else None)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.monotonic()
@@ -103,7 +119,8 @@ class EpochBookkeeping(keras.callbacks.Callback):
         row = {key: float(value) for key, value in (logs or {}).items() if key in HISTORY_COLUMNS}
         if self.dev_scorer is not None and dev_scoring_due(done, self.config):
             row.update(self.dev_scorer())
-        row.update(epoch=done, seconds=round(time.monotonic() - self.started, 1))
+        row.update(epoch=self.epoch_offset + done, objective=self.objective,
+                   seconds=round(time.monotonic() - self.started, 1))
         column, higher_is_better = MONITORS[self.monitor]
         improved = column in row and is_better(row[column], self.best, higher_is_better)
         if improved:
@@ -119,16 +136,23 @@ class EpochBookkeeping(keras.callbacks.Callback):
         # The checkpoint first, then the state that points at it: a crash between the two
         # only repeats one epoch. The optimizer (learning rate included) is saved with the checkpoint.
         if self.writes:
-            self.captioner.save(os.path.join(self.run_dir, LAST_MODEL))
-            write_json(os.path.join(self.run_dir, STATE),
+            self.captioner.save(os.path.join(self.run_dir, self.last_model))
+            write_json(os.path.join(self.run_dir, self.state_file),
                        {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
                         "last_decay_epoch": self.last_decay,
                         "learning_rate": learning_rate_of(self.model)})
             append_history(os.path.join(self.run_dir, HISTORY), row)
+            if self.summaries is not None:
+                with self.summaries.as_default():
+                    for key, value in {**row, "learning_rate": learning_rate_of(self.model)}.items():
+                        if key not in ("epoch", "objective"):
+                            tf.summary.scalar(key, value, step=int(row["epoch"]))
+                self.summaries.flush()
             plot_training_curves(read_history(os.path.join(self.run_dir, HISTORY)),
                                  os.path.join(self.run_dir, CURVES))
-        shown = "  ".join(f"{key} {row[key]:.4f}" for key in HISTORY_COLUMNS[1:-1] if key in row)
-        print(f"epoch {done}/{self.config.epochs}  {shown}  ({row['seconds']:.0f} s)"
+        shown = "  ".join(f"{key} {row[key]:.4f}" for key in SHOWN_COLUMNS if key in row)
+        phase = "" if self.objective == "xe" else f"{self.objective} "
+        print(f"{phase}epoch {done}/{self.config.epochs}  {shown}  ({row['seconds']:.0f} s)"
               + (f"  (best so far{': saved' if self.writes else ''})" if improved else ""), flush=True)
         if decayed:
             print(f"no better {column} for {decay} epochs: learning rate halved to "
@@ -148,18 +172,30 @@ def dev_scoring_due(epochs_done: int, config: Config) -> bool:
     return epochs_done % config.eval_every == 0 or epochs_done == config.epochs
 
 
-def append_history(path: str, row: Dict[str, float]) -> None:
-    new_file = not os.path.exists(path)
+def write_history(path: str, rows: List[Dict[str, object]]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def append_history(path: str, row: Dict[str, object]) -> None:
+    if os.path.exists(path):
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if tuple(header) != HISTORY_COLUMNS:  # written with other columns: rewrite it with these
+            write_history(path, read_history(path))
+    else:
+        write_history(path, [])
     with open(path, "a", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
-        if new_file:
-            writer.writeheader()
-        writer.writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
+        csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS).writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
 
 
-def read_history(path: str) -> List[Dict[str, float]]:
+def read_history(path: str) -> List[Dict[str, object]]:
+    """The rows of history.csv, numbers as floats; rows without an objective are cross-entropy ("xe")."""
     with open(path, encoding="utf-8", newline="") as handle:
-        return [{key: float(value) for key, value in row.items() if value not in ("", None)}
+        return [{"objective": "xe", **{key: value if key == "objective" else float(value)
+                                       for key, value in row.items() if key and value not in ("", None)}}
                 for row in csv.DictReader(handle)]
 
 
@@ -173,6 +209,10 @@ def load_run(run_dir: str):
 
 
 def train(config: Config) -> dict:
+    if config.objective == "scst":
+        from scst import train_scst
+
+        return train_scst(config)
     if config.shard:
         raise ValueError("--shard is for preprocess.py: extract each part with it, merge without it, then train")
     if config.eval_every < 1:
@@ -252,7 +292,7 @@ def train(config: Config) -> dict:
     if chief:
         save_config(config, run_dir, "train")
     dev_scorer = None if dev_batches is None or not chief else DevScorer(model, features, image_rows,
-                                                                         captions["dev"], vocabulary, length)
+                                                                         captions["dev"], vocabulary, length, config)
     with strategy.scope() if strategy else nullcontext():
         training_model = build_training_model(model)
     bookkeeping = EpochBookkeeping(run_dir, config, monitor, state, dev_scorer if strategy is None else None,
@@ -265,7 +305,8 @@ def train(config: Config) -> dict:
                                         config.length_window, flat_targets=True)
         training_model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs,
                            initial_epoch=state["epochs_done"], verbose=1 if sys.stdout.isatty() else 0,
-                           callbacks=[bookkeeping])
+                           callbacks=[bookkeeping] + ([keras.callbacks.TensorBoard(os.path.join(run_dir, TENSORBOARD))]
+                                                      if config.tensorboard else []))
     else:
         validation_scores = ValidationScores(training_model)
 

@@ -18,6 +18,11 @@ PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 SPECIAL_TOKENS = (PAD, UNK, START, END)
 PAD_ID, UNK_ID, START_ID, END_ID = range(4)
 
+# Words a caption should not end on: articles, prepositions, conjunctions, possessives and
+# auxiliaries ("a man in a", "a dog with its"). --block_bad_endings forbids <end> right after them.
+BAD_ENDINGS = ("a", "an", "the", "of", "in", "on", "with", "at", "to", "and", "for", "from", "by", "into", "onto",
+               "near", "under", "through", "its", "his", "her", "their", "is", "are", "while", "as")
+
 # Cleaning deletes "<" and ">", so no cleaned word can ever equal a special token.
 _PUNCTUATION = re.compile("[" + re.escape(string.punctuation) + "]")
 

@@ -4,16 +4,17 @@
 - training: every prefix of every caption a separate sample, one-hot targets (`to_categorical`);
 - decoding: one `model.predict` per word per image (per beam, for beam search), re-reading the prefix.
 
-Decoding follows the same rules as decoding.py (no <pad>/<start>, no <end> first, cut at max_length),
-so its captions can be compared token for token.
+Decoding follows the same rules as decoding.py (no <pad>/<start>/<unk>, no <end> first, cut at
+max_length; optionally no <end> after the given word ids and no repeated n-gram), written as plainly
+as possible, so its captions can be compared token for token.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
-from vocabulary import END_ID, PAD_ID, START_ID
+from vocabulary import END_ID, PAD_ID, START_ID, UNK_ID
 
 
 def predict_with(model) -> Callable:
@@ -21,26 +22,34 @@ def predict_with(model) -> Callable:
     return lambda inputs: model.predict(inputs, verbose=0)
 
 
-def _next_word_log_probabilities(predict, image_features, prefix, step):
+def _next_word_log_probabilities(predict, image_features, prefix, step, no_repeat_ngram_size=0, banned_endings=()):
     probabilities = np.array(predict([image_features[None], np.array([prefix], np.int32)]))[0, -1]
     with np.errstate(divide="ignore"):
         log_probabilities = np.log(probabilities.astype(np.float64))
-    log_probabilities[[PAD_ID, START_ID]] = -np.inf
-    if step == 0:
+    log_probabilities[[PAD_ID, START_ID, UNK_ID]] = -np.inf
+    if step == 0 or prefix[-1] in banned_endings:
         log_probabilities[END_ID] = -np.inf
+    words, n = prefix[1:], no_repeat_ngram_size
+    if n:
+        for start in range(len(words) - n + 1):
+            if words[start:start + n - 1] == words[len(words) - n + 1:]:
+                log_probabilities[words[start + n - 1]] = -np.inf
     return log_probabilities
 
 
-def greedy_per_word(predict, image_features: np.ndarray, max_length: int) -> List[int]:
+def greedy_per_word(predict, image_features: np.ndarray, max_length: int, no_repeat_ngram_size: int = 0,
+                    banned_endings: Sequence[int] = ()) -> List[int]:
     tokens = [START_ID]
     for step in range(max_length + 1):
-        tokens.append(int(np.argmax(_next_word_log_probabilities(predict, image_features, tokens, step))))
+        tokens.append(int(np.argmax(_next_word_log_probabilities(predict, image_features, tokens, step,
+                                                                 no_repeat_ngram_size, banned_endings))))
         if tokens[-1] == END_ID:
             break
     return tokens[1:]
 
 
-def beam_per_word(predict, image_features: np.ndarray, max_length: int, beam_size: int) -> List[Tuple[List[int], float]]:
+def beam_per_word(predict, image_features: np.ndarray, max_length: int, beam_size: int, no_repeat_ngram_size: int = 0,
+                  banned_endings: Sequence[int] = ()) -> List[Tuple[List[int], float]]:
     """Beams best first as (token ids, log-probability); one predict call per beam per word."""
     beams = [([START_ID], 0.0, False)]
     for step in range(max_length + 1):
@@ -49,7 +58,8 @@ def beam_per_word(predict, image_features: np.ndarray, max_length: int, beam_siz
             if done:
                 candidates.append((tokens, score, True))
                 continue
-            log_probabilities = _next_word_log_probabilities(predict, image_features, tokens, step)
+            log_probabilities = _next_word_log_probabilities(predict, image_features, tokens, step,
+                                                             no_repeat_ngram_size, banned_endings)
             for word in np.argsort(-log_probabilities)[:beam_size]:
                 if np.isfinite(log_probabilities[word]):
                     candidates.append((tokens + [int(word)], score + log_probabilities[word], word == END_ID))

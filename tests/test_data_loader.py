@@ -4,7 +4,8 @@ import os
 import pytest
 
 from conftest import SHARED_FLICKR, TINY_SPLITS, needs_shared
-from data_loader import DatasetError, draw_split, load_dataset, parse_captions_csv, parse_token_file
+from caption_files import DatasetError, parse_captions_csv, parse_token_file
+from data_loader import draw_split, load_dataset
 
 
 def write(path, text):
@@ -211,3 +212,98 @@ def test_preprocess_and_train_on_a_karpathy_coco_layout(tmp_path):
     _, rows = open_features(run_dir, metadata)
     assert "val2014/COCO_val2014_000000000003.jpg" in rows
     assert os.path.exists(os.path.join(run_dir, "model.keras"))
+
+
+def windows_text(lines):
+    """What a caption file saved on Windows holds: a UTF-8 byte-order mark and CRLF line ends."""
+    return ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+@pytest.mark.parametrize("layout", ["official", "kaggle", "karpathy"])
+def test_caption_files_saved_on_windows_read_like_the_others(tmp_path, layout):
+    names = [f"img{i}.jpg" for i in range(8)]
+    root = tmp_path / layout
+    (root / "Images").mkdir(parents=True)
+    if layout == "official":
+        text = root / "Flickr8k_text"
+        text.mkdir()
+        (text / "Flickr8k.token.txt").write_bytes(windows_text([f"{n}#0\tA dog number {i} ." for i, n in enumerate(names)]))
+        for split, chosen in (("train", names[:6]), ("dev", names[6:7]), ("test", names[7:])):
+            (text / f"Flickr_8k.{split}Images.txt").write_bytes(windows_text(chosen))
+    elif layout == "kaggle":
+        (root / "captions.txt").write_bytes(windows_text(["image,caption"] + [f"{n},A dog number {i} ." for i, n in
+                                                                              enumerate(names)]))
+    else:
+        entries = [{"filename": n, "split": "train" if i < 6 else "val" if i < 7 else "test",
+                    "sentences": [{"raw": f"A dog number {i} ."}]} for i, n in enumerate(names)]
+        (root / "dataset_flickr8k.json").write_bytes(windows_text([json.dumps({"images": entries})]))
+    dataset = load_dataset(str(root))
+    assert sorted(dataset.captions) == names  # the first image's name carries no byte-order mark
+    assert dataset.captions["img0.jpg"] == ["a dog number"]
+    if layout != "kaggle":
+        assert dataset.splits["train"] == names[:6] and dataset.splits["dev"] == ["img6.jpg"]
+
+
+def table_dataset(tmp_path, name, content: bytes):
+    images = tmp_path / "pictures"
+    images.mkdir(exist_ok=True)
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path), str(images)
+
+
+@pytest.mark.parametrize("name, lines", [
+    ("pairs.csv", ["filename,caption,split"] + [f'p{i}.jpg,"A cat, number {i}",{"train" if i < 6 else "val"}'
+                                                 for i in range(8)]),
+    ("pairs.tsv", ["Image\tText\tSplit"] + [f"p{i}.jpg\tA cat number {i}\t{'train' if i < 6 else 'dev'}"
+                                           for i in range(8)]),
+    ("pairs.jsonl", [json.dumps({"file": f"p{i}.jpg", "comment": f"A cat number {i}",
+                                 "split": "train" if i < 6 else "validation"}) for i in range(8)]),
+])
+@pytest.mark.parametrize("windows", [False, True])
+def test_own_caption_table_in_each_format_with_its_split_column(tmp_path, name, lines, windows):
+    content = windows_text(lines) if windows else ("\n".join(lines) + "\n").encode("utf-8")
+    path, images = table_dataset(tmp_path, name, content)
+    dataset = load_dataset("", captions_file=path, images_dir=images)
+    assert dataset.layout == "table" and dataset.name == "pairs" and dataset.image_dir == images
+    assert dataset.splits["train"] == [f"p{i}.jpg" for i in range(6)] and dataset.splits["dev"] == ["p6.jpg", "p7.jpg"]
+    assert dataset.captions["p0.jpg"] == ["a cat number"]
+
+
+def test_own_caption_table_without_split_column_gets_the_seeded_split(tmp_path):
+    lines = ["image,caption"] + [f"p{i}.jpg,A cat {i % 3}" for i in range(40)] + ["p0.jpg,a second caption"]
+    path, images = table_dataset(tmp_path, "mine.csv", ("\n".join(lines) + "\n").encode("utf-8"))
+    dataset = load_dataset("", split_seed=5, captions_file=path, images_dir=images)
+    assert {k: len(v) for k, v in dataset.splits.items()} == {"train": 30, "dev": 5, "test": 5}
+    assert dataset.captions["p0.jpg"] == ["a cat", "a second caption"]
+    assert "seed 5" in dataset.split_source
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", ":1: empty file; expected a header"),
+    (b"\xef\xbb\xbf\r\n", ":1: empty file; expected a header"),
+    (b"image,caption\n", ": a header but no rows"),
+    (b"picture,caption\na.jpg,x\n", ":1: no image column (expected one of image, image_name, filename, file)"),
+    (b"image,words\na.jpg,x\n", ":1: no caption column (expected one of caption, text, comment)"),
+    (b"image,caption\na.jpg,a dog\nb.jpg,\n", ":3: no caption for b.jpg"),
+    (b"image,caption\r\na.jpg,a dog\r\n,a cat\r\n", ":3: no image name"),
+    (b"image,caption,split\na.jpg,a dog,holdout\n", ":2: split 'holdout' of a.jpg: expected train, dev (or val) or test"),
+    (b'{"image": "a.jpg", "caption": "a dog"}\n{"image": "b.jpg"\n', ":2: not a JSON object"),
+    (b'{"image": "a.jpg", "caption": "a dog"}\n{"image": "b.jpg"}\n', ":2: no caption for b.jpg"),
+])
+def test_bad_caption_tables_name_the_file_and_line(tmp_path, content, message):
+    path, images = table_dataset(tmp_path, "bad.txt", content)
+    with pytest.raises(DatasetError) as error:
+        load_dataset("", captions_file=path, images_dir=images)
+    assert str(error.value).startswith(path + message)
+
+
+def test_caption_table_needs_its_image_folder(tmp_path):
+    path, _ = table_dataset(tmp_path, "pairs.csv", b"image,caption\na.jpg,a dog\n")
+    with pytest.raises(DatasetError, match="give --images_dir"):
+        load_dataset("", captions_file=path)
+    with pytest.raises(DatasetError, match="no such image folder"):
+        load_dataset("", captions_file=path, images_dir=str(tmp_path / "absent"))
+    with pytest.raises(DatasetError, match="no such captions file"):
+        load_dataset("", captions_file=str(tmp_path / "absent.csv"), images_dir=str(tmp_path))
+    assert load_dataset("", captions_file=path, need_images=False).captions == {"a.jpg": ["a dog"]}

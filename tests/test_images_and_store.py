@@ -121,3 +121,32 @@ def test_spatial_encoders_give_the_map_shape_in_the_table(encoder):
     model = build_encoder(encoder, "none", seed=1, features="spatial")
     pixels = np.random.default_rng(0).uniform(0, 255, (1, spec.input_size, spec.input_size, 3)).astype(np.float32)
     assert encode_pixels(model, pixels).shape == (1, *spec.spatial_shape)
+
+
+def test_a_photo_with_an_exif_orientation_is_read_upright(tmp_path):
+    """A phone's portrait photo: sideways pixels and EXIF orientation 6 (turn 90 degrees clockwise)."""
+    from PIL import Image
+
+    import encoders
+
+    rng = np.random.default_rng(0)
+    upright = Image.fromarray(rng.integers(0, 255, (64, 48, 3), dtype=np.uint8))  # 48 wide, 64 tall
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated_path = str(tmp_path / "portrait.jpg")
+    sideways.save(rotated_path, quality=95, exif=exif)
+    # The same pixels as stored in that JPEG, turned upright here and kept losslessly.
+    with Image.open(rotated_path) as stored:
+        stored_pixels = np.asarray(stored.convert("RGB"))
+    upright_path = str(tmp_path / "upright.png")
+    Image.fromarray(np.rot90(stored_pixels, k=-1).copy()).save(upright_path)
+    pixels, note = encoders.load_image(rotated_path, 224)
+    expected, _ = encoders.load_image(upright_path, 224)
+    np.testing.assert_array_equal(pixels, expected)
+    assert "turned upright (EXIF orientation 6)" in note
+    model = encoders.build_encoder("mobilenet_v2", "none")
+    np.testing.assert_allclose(encoders.encode_pixels(model, pixels[None]), encoders.encode_pixels(model, expected[None]))
+    # Read as stored, the photo would be another picture: the turn is what makes them equal.
+    as_stored = np.asarray(Image.fromarray(stored_pixels).resize((224, 224), Image.BILINEAR), np.float32)
+    assert np.abs(as_stored - expected).mean() > 20

@@ -9,7 +9,7 @@ import pytest
 from conftest import PROJECT, tiny_config
 from decoding import CaptionDecoder
 from model import build_merge_model
-from vocabulary import END_ID, PAD_ID, START_ID
+from vocabulary import END_ID, PAD_ID, START_ID, UNK_ID
 
 VOCABULARY, FEATURES = 30, 12
 
@@ -176,3 +176,89 @@ def test_optimizer_state_of_the_training_model_is_saved_with_the_captioner(tmp_p
         assert np.abs(momentum).max() > 0, path
         np.testing.assert_array_equal(restored[path][0], momentum)
         np.testing.assert_array_equal(restored[path][1], velocity)
+
+
+def has_repeated_ngram(tokens, n):
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("no_repeat", [0, 1, 2, 3])
+def test_decoding_rules_equal_the_plain_per_word_rules(model, no_repeat):
+    sys.path.insert(0, os.path.join(PROJECT, "benchmarks"))
+    from tutorial_baselines import beam_per_word, greedy_per_word
+
+    rng = np.random.default_rng(5)
+    features = rng.normal(scale=3.0, size=(6, FEATURES)).astype(np.float32)
+    banned_endings = list(range(4, 20))
+    decoder = CaptionDecoder(model, max_length=8, no_repeat_ngram_size=no_repeat, banned_endings=banned_endings)
+    greedy = decoder.greedy(features, batch_size=4)
+    beams = decoder.beam_search(features, beam_size=3)
+    repeated = 0
+    for row in range(6):
+        expected = greedy_per_word(call_model(model), features[row], 8, no_repeat, banned_endings)
+        assert [int(t) for t in greedy[row]][:len(expected)] == expected
+        expected_beams = beam_per_word(call_model(model), features[row], 8, 3, no_repeat, banned_endings)
+        assert [h.token_ids for h in beams[row]] == [tokens for tokens, _ in expected_beams]
+        for tokens in [expected] + [h.token_ids for h in beams[row]]:
+            words = [t for t in tokens if t != END_ID]
+            assert UNK_ID not in tokens
+            if tokens[-1] == END_ID:
+                assert words[-1] not in banned_endings
+            if no_repeat:
+                assert not has_repeated_ngram(words, no_repeat)
+            repeated += has_repeated_ngram(words, 2)
+    if not no_repeat:
+        assert repeated > 0  # the untrained model repeats itself, so the rule above had work to do
+
+
+def test_sampling_draws_from_the_model_and_follows_the_rules(model):
+    features = np.random.default_rng(6).normal(size=(3, FEATURES)).astype(np.float32)
+    decoder = CaptionDecoder(model, max_length=6, banned_endings=[5])
+    samples = decoder.sample(features, 400)
+    assert samples.shape[0] == 1200
+    first_words = samples[:400, 0]
+    assert not np.isin(samples, [START_ID, UNK_ID]).any() and not (first_words == END_ID).any()
+    ends = samples == END_ID
+    assert not (ends[:, 1:] & (samples[:, :-1] == 5)).any()
+    # The first word's frequencies follow the model's first-step distribution (PAD/START/UNK/END removed).
+    probabilities = call_model(model)([features[:1], np.array([[START_ID]], np.int32)]).numpy()[0, 0]
+    probabilities[[PAD_ID, START_ID, UNK_ID, END_ID]] = 0
+    probabilities /= probabilities.sum()
+    observed = np.bincount(first_words, minlength=VOCABULARY) / 400
+    assert np.abs(observed - probabilities).max() < 0.08
+    assert len({tuple(row) for row in samples[:400]}) > 50  # draws, not one caption repeated
+
+
+def test_ensemble_of_one_is_the_model_and_of_two_copies_gives_the_same_captions(model):
+    import keras
+
+    features = np.random.default_rng(7).normal(scale=3.0, size=(5, FEATURES)).astype(np.float32)
+    single = CaptionDecoder(model, max_length=6)
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    for ensemble in (CaptionDecoder([model], max_length=6), CaptionDecoder([model, twin], max_length=6)):
+        np.testing.assert_array_equal(ensemble.greedy(features), single.greedy(features))
+        for ours, theirs in zip(ensemble.beam_search(features, 3), single.beam_search(features, 3)):
+            assert [h.token_ids for h in ours] == [h.token_ids for h in theirs]
+            np.testing.assert_allclose([h.log_probability for h in ours], [h.log_probability for h in theirs],
+                                       rtol=1e-5)
+
+
+def test_ensemble_averages_the_word_probabilities(model):
+    import keras
+
+    keras.utils.set_random_seed(11)
+    other = build_merge_model(tiny_config("", "", embedding_dim=8, units=8), VOCABULARY, FEATURES)
+    features = np.random.default_rng(8).normal(scale=3.0, size=(4, FEATURES)).astype(np.float32)
+
+    def averaged(inputs):
+        return (model(inputs, training=False) + other(inputs, training=False)) / 2
+
+    sys.path.insert(0, os.path.join(PROJECT, "benchmarks"))
+    from tutorial_baselines import greedy_per_word
+
+    greedy = CaptionDecoder([model, other], max_length=6).greedy(features)
+    for row in range(4):
+        expected = greedy_per_word(averaged, features[row], 6)
+        assert [int(t) for t in greedy[row]][:len(expected)] == expected

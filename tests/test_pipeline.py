@@ -351,3 +351,28 @@ def test_bad_shard_values_and_foreign_shards_are_refused(tiny_dataset, tmp_path)
         preprocess(tiny_config(tiny_dataset, run_dir))
     with pytest.raises(ValueError, match="--shard is for preprocess.py"):
         train(tiny_config(tiny_dataset, run_dir, shard="0/2"))
+
+
+def test_preprocess_reads_your_own_captions_file(tiny_dataset, tmp_path):
+    """--captions_file with --images_dir: a CSV saved on Windows (BOM, CRLF) with a split column."""
+    from data_loader import load_dataset
+
+    official = load_dataset(tiny_dataset)
+    rows = ["image,caption,split"] + [f'{name},"{caption}",{split}' for split, names in official.splits.items()
+                                      for name in names for caption in official.captions[name]]
+    captions_file = tmp_path / "my_pictures.csv"
+    captions_file.write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode("utf-8"))
+    images_dir = os.path.join(tiny_dataset, "Flicker8k_Dataset")
+    config = tiny_config("", "", captions_file=str(captions_file), images_dir=images_dir)
+    run_dir = config.resolved_run_dir()
+    assert run_dir.endswith(os.path.join("runs", "my_pictures"))
+    config = tiny_config("", str(tmp_path / "run"), captions_file=str(captions_file), images_dir=images_dir)
+    preprocess(config)
+    metadata = read_json(str(tmp_path / "run"), "metadata.json")
+    assert metadata["layout"] == "table" and metadata["captions_file"] == str(captions_file)
+    assert read_json(str(tmp_path / "run"), "captions.json")["train"] == \
+           {name: official.captions[name] for name in official.splits["train"]}
+    missing = run_cli("preprocess.py", "--captions_file", str(captions_file), "--run_dir", str(tmp_path / "r2"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [f"error: --captions_file {captions_file}: give --images_dir, "
+                                                   f"the folder its image names are in"]

@@ -1,0 +1,191 @@
+"""Stage 2b: self-critical sequence training (Rennie et al. 2017) of a run trained with cross-entropy.
+
+    python train.py --run_dir runs/flickr8k                      # cross-entropy first
+    python train.py --run_dir runs/flickr8k --objective scst     # then this phase
+
+For each batch of training images the model samples `--scst_samples` captions per image from its own
+word distribution (decoding.py, the same compiled steps as greedy and beam search), each sample is
+rewarded with its CIDEr-D against the image's training references (reward.py), and the model takes a
+REINFORCE step: raise the log-probability of samples that beat the baseline, lower the others. The
+baseline is the mean reward of the image's other samples (Luo 2020) or the reward of its greedy
+caption (Rennie et al.). No dropout in this phase: the gradient is that of the distribution sampled.
+
+The cross-entropy model stays in the run folder as `model_xe.keras`; `model.keras` becomes the best
+self-critical model by greedy dev CIDEr-D, and is replaced only when this phase beats the
+cross-entropy model. The phase resumes like cross-entropy training (`--resume`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from config import Config, save_config
+from decoding import CaptionDecoder, bad_ending_ids
+from feature_store import open_features
+from model import build_training_model, compile_model
+from reward import CiderD
+from train import (BEST_MODEL, CURVES, HISTORY, LAST_SCST_MODEL, SCST_STATE, STATE, XE_MODEL, DevScorer,
+                   EpochBookkeeping, load_run, patience_exhausted, read_history, write_history)
+from vocabulary import START_ID
+
+
+def check_scst_config(config: Config) -> None:
+    if config.scst_samples < 1 or (config.scst_baseline == "mean" and config.scst_samples < 2):
+        raise ValueError(f"--scst_samples {config.scst_samples}: the 'mean' baseline compares each sample with the "
+                         f"image's other samples, so it needs at least 2 (or use --scst_baseline greedy)")
+    if config.scst_batch_size < 1 or config.scst_epochs < 1:
+        raise ValueError("--scst_batch_size and --scst_epochs must be at least 1")
+    if config.strategy != "none":
+        raise ValueError("--objective scst runs on one machine: leave out --strategy")
+
+
+class PolicyStep:
+    """One REINFORCE update: -sum(advantage * log p(sampled word)) over the real words of the samples,
+    divided by their number, through the training view (the softmax only at real positions)."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.view = build_training_model(model)
+        self.optimizer = model.optimizer
+        self.step = tf.function(self._step, reduce_retracing=True)
+
+    def _step(self, image_features, samples, advantages):
+        caption_tokens = tf.concat([tf.fill([tf.shape(samples)[0], 1], START_ID), samples[:, :-1]], axis=1)
+        real = tf.not_equal(samples, 0)
+        words = tf.boolean_mask(samples, real)
+        word_rows = tf.boolean_mask(tf.broadcast_to(tf.range(tf.shape(samples)[0])[:, None], tf.shape(samples)), real)
+        with tf.GradientTape() as tape:
+            probabilities = self.view({"image_features": image_features, "caption_tokens": caption_tokens,
+                                       "next_words": samples}, training=False)
+            log_probabilities = tf.math.log(tf.gather(probabilities, words, batch_dims=1) + 1e-12)
+            weights = tf.gather(advantages, word_rows)
+            loss = -tf.reduce_sum(weights * log_probabilities) / tf.cast(tf.size(words), tf.float32)
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    def __call__(self, image_features: np.ndarray, samples: np.ndarray, advantages: np.ndarray) -> float:
+        longest = max(1, int((samples != 0).sum(axis=1).max()))  # drop the columns that are padding everywhere
+        return float(self.step(tf.constant(image_features, tf.float32), tf.constant(samples[:, :longest], tf.int32),
+                               tf.constant(advantages, tf.float32)))
+
+
+def advantages_of(rewards: np.ndarray, samples_per_image: int, baseline: str, greedy_rewards=None) -> np.ndarray:
+    """Each sample's reward minus its baseline (rows image by image, `samples_per_image` each)."""
+    grouped = rewards.reshape(-1, samples_per_image)
+    if baseline == "greedy":
+        return (grouped - np.asarray(greedy_rewards)[:, None]).reshape(-1)
+    others = (grouped.sum(axis=1, keepdims=True) - grouped) / (samples_per_image - 1)
+    return (grouped - others).reshape(-1)
+
+
+def scst_epoch(sampler: CaptionDecoder, policy_step: PolicyStep, reward: CiderD, features, rows: np.ndarray,
+               rng: np.random.Generator, config: Config, progress: bool = False) -> tuple[float, float]:
+    """One pass over the images (`rows[i]`: image i's feature row; image i is reward's image i), in
+    random batches of `config.scst_batch_size`: (mean policy loss, mean sample reward)."""
+    losses, rewards, started = [], [], time.monotonic()
+    samples_per_image = config.scst_samples
+    for batch in np.array_split(rng.permutation(len(rows)), max(1, len(rows) // config.scst_batch_size)):
+        image_features = np.asarray(features[rows[batch]], np.float32)
+        samples = sampler.sample(image_features, samples_per_image)
+        sample_rewards = reward.score_tokens(samples, np.repeat(batch, samples_per_image))
+        greedy_rewards = None
+        if config.scst_baseline == "greedy":
+            greedy_rewards = reward.score_tokens(np.stack(sampler.greedy(image_features)), batch)
+        advantage = advantages_of(sample_rewards, samples_per_image, config.scst_baseline, greedy_rewards)
+        losses.append(policy_step(np.repeat(image_features, samples_per_image, axis=0), samples, advantage))
+        rewards.append(sample_rewards.mean())
+        if progress:
+            print(f"\r  {len(rewards)} batches, reward {np.mean(rewards):.4f}, {time.monotonic() - started:.0f} s",
+                  end="", flush=True)
+    if progress:
+        print()
+    return float(np.mean(losses)), float(np.mean(rewards))
+
+
+def train_scst(config: Config) -> dict:
+    check_scst_config(config)
+    run_dir = config.resolved_run_dir()
+    if not os.path.exists(os.path.join(run_dir, BEST_MODEL)):
+        raise ValueError(f"{run_dir}: no trained model ({BEST_MODEL}); self-critical training continues a run "
+                         f"trained with cross-entropy: run python train.py --run_dir {run_dir} first")
+    metadata, captions, vocabulary = load_run(run_dir)
+    features, image_rows = open_features(run_dir, metadata)
+    names = [name for name in captions["train"] if name in image_rows and captions["train"][name]]
+    if not names:
+        raise ValueError(f"{run_dir}: no training image has features and captions; run preprocess.py again")
+    length = metadata["max_caption_length"]
+    xe_path, state_path, last_path = (os.path.join(run_dir, name) for name in (XE_MODEL, SCST_STATE, LAST_SCST_MODEL))
+    xe_epochs = 0  # cross-entropy epochs before this phase, for history.csv's epoch numbers
+    if os.path.exists(os.path.join(run_dir, STATE)):
+        with open(os.path.join(run_dir, STATE), encoding="utf-8") as handle:
+            xe_epochs = json.load(handle)["epochs_done"]
+    if not os.path.exists(xe_path):
+        shutil.copyfile(os.path.join(run_dir, BEST_MODEL), xe_path)  # kept for comparison and restarts
+    phase = dataclasses.replace(config, epochs=config.scst_epochs, patience=config.scst_patience)
+    keras.utils.set_random_seed(config.seed)
+
+    resuming = config.resume and os.path.exists(state_path) and os.path.exists(last_path)
+    if resuming:
+        with open(state_path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        model = keras.models.load_model(last_path)
+        print(f"resuming self-critical training after epoch {state['epochs_done']} "
+              f"(best dev_cider {state['best']:.4f} at epoch {state['best_epoch']})")
+    else:
+        if config.resume:
+            print("no self-critical training to resume in this run folder: starting it", file=sys.stderr)
+        model = keras.models.load_model(xe_path, compile=False)
+        compile_model(model, config.scst_learning_rate)
+        shutil.copyfile(xe_path, os.path.join(run_dir, BEST_MODEL))  # the best so far, until this phase beats it
+        state = {"epochs_done": 0}
+        history_path = os.path.join(run_dir, HISTORY)
+        if os.path.exists(history_path):  # a restarted phase: forget the rows of the one before
+            write_history(history_path, [row for row in read_history(history_path) if row["objective"] == "xe"])
+    if patience_exhausted(state["epochs_done"], state.get("best_epoch", 0), config.scst_patience) \
+            or state["epochs_done"] >= config.scst_epochs:
+        print(f"self-critical training already finished ({state['epochs_done']} epochs, best at epoch "
+              f"{state.get('best_epoch', 0)}): nothing to do")
+        return state
+    save_config(config, run_dir, "train_scst")
+
+    banned = bad_ending_ids(vocabulary) if config.block_bad_endings else ()
+    sampler = CaptionDecoder(model, length, 0, banned)
+    dev_scorer = DevScorer(model, features, image_rows, captions["dev"], vocabulary, length, config)
+    if not resuming:
+        # The cross-entropy model's score is the one to beat: model.keras changes only when this phase does better.
+        start = dev_scorer()
+        state.update(best=start["dev_cider"], best_epoch=0, monitor="cider")
+        print(f"self-critical training from {XE_MODEL}: greedy dev CIDEr-D {start['dev_cider']:.4f}, "
+              f"BLEU-4 {start['dev_bleu4']:.4f}")
+    policy_step = PolicyStep(model)
+    reward = CiderD([captions["train"][name] for name in names], vocabulary.tokens, count_end=True)
+    rows = np.array([image_rows[name] for name in names])
+    bookkeeping = EpochBookkeeping(run_dir, phase, "cider", state, dev_scorer, model, objective="scst",
+                                   epoch_offset=xe_epochs)
+    bookkeeping.set_model(model)
+    rng = np.random.default_rng(config.seed + state["epochs_done"])
+    print(f"self-critical training on {len(names)} images, {config.scst_samples} samples each, baseline "
+          f"{config.scst_baseline}, learning rate {float(model.optimizer.learning_rate.numpy()):.2e}")
+    for epoch in range(state["epochs_done"], config.scst_epochs):
+        bookkeeping.on_epoch_begin(epoch)
+        loss, mean_reward = scst_epoch(sampler, policy_step, reward, features, rows, rng, config,
+                                       progress=sys.stdout.isatty())
+        bookkeeping.on_epoch_end(epoch, {"scst_loss": loss, "reward": mean_reward})
+        if model.stop_training:
+            break
+    with open(state_path, encoding="utf-8") as handle:
+        state = json.load(handle)
+    kept = (f"model saved as {os.path.join(run_dir, BEST_MODEL)}" if state["best_epoch"] else
+            f"no epoch beat the cross-entropy model, which stays as {BEST_MODEL}")
+    print(f"best greedy dev CIDEr-D {state['best']:.4f} at self-critical epoch {state['best_epoch']}; {kept}; "
+          f"the cross-entropy model is {os.path.join(run_dir, XE_MODEL)}; curves in {os.path.join(run_dir, CURVES)}")
+    return state

@@ -1,0 +1,167 @@
+"""Self-critical training: the update goes the right way, the phase keeps both models, resumes,
+works for both decoders, and refuses bad input with one line."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from test_pipeline import read_json, run_cli
+from train import read_history, train
+
+
+def scst_config(base, run_dir, **overrides):
+    values = dict(objective="scst", scst_epochs=2, scst_patience=0, scst_batch_size=4, scst_samples=3,
+                  scst_learning_rate=1e-3)
+    values.update(overrides)
+    return tiny_config(base.data_dir, run_dir, decoder=base.decoder, attention_units=base.attention_units,
+                       features=base.features, **values)
+
+
+def model_weights(path):
+    import keras
+
+    return keras.models.load_model(path, compile=False).get_weights()
+
+
+def test_advantages_against_the_mean_of_the_other_samples_and_against_greedy():
+    from scst import advantages_of
+
+    rewards = np.array([1.0, 2.0, 3.0, 0.0, 0.0, 3.0])
+    np.testing.assert_allclose(advantages_of(rewards, 3, "mean"), [1 - 2.5, 2 - 2, 3 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0])
+    np.testing.assert_allclose(advantages_of(rewards, 3, "greedy", [2.0, 1.0]), [-1, 0, 1, -1, -1, 2])
+
+
+def test_a_positive_advantage_makes_the_sample_more_likely(trained_run):
+    import keras
+    import tensorflow as tf
+
+    from decoding import CaptionDecoder
+    from feature_store import open_features
+    from model import compile_model
+    from scst import PolicyStep
+    from train import load_run
+    from vocabulary import START_ID
+
+    metadata, _, _ = load_run(trained_run.run_dir)
+    features, _ = open_features(trained_run.run_dir, metadata)
+    model = keras.models.load_model(os.path.join(trained_run.run_dir, "model.keras"), compile=False)
+    compile_model(model, 0.01)
+    image_features = np.asarray(features[[0, 0]], np.float32)
+    samples = CaptionDecoder(model, metadata["max_caption_length"]).sample(image_features[:1], 2)
+
+    def log_probability(row):
+        tokens = np.concatenate([[START_ID], samples[row]])
+        probabilities = model([image_features[:1], tokens[None, :-1]], training=False).numpy()[0]
+        real = samples[row] != 0
+        return float(np.log(probabilities[np.arange(len(samples[row])), samples[row]][real]).sum())
+
+    before = [log_probability(0), log_probability(1)]
+    step = PolicyStep(model)
+    for _ in range(3):
+        step(image_features, samples, np.array([1.0, -1.0], np.float32))
+    after = [log_probability(0), log_probability(1)]
+    if (samples[0] != samples[1]).any():
+        assert after[0] > before[0] and after[1] < before[1]
+    assert tf.math.is_finite(after[0])
+
+
+@pytest.mark.parametrize("baseline", ["mean", "greedy"])
+def test_scst_continues_a_run_keeps_both_models_and_resumes(trained_run, tmp_path, baseline):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(trained_run.run_dir, run_dir)
+    xe_weights = model_weights(os.path.join(run_dir, "model.keras"))
+    state = train(scst_config(trained_run, run_dir, scst_epochs=1, scst_baseline=baseline))
+    assert state["epochs_done"] == 1 and state["monitor"] == "cider"
+    for weight, kept in zip(model_weights(os.path.join(run_dir, "model_xe.keras")), xe_weights):
+        np.testing.assert_array_equal(weight, kept)
+    assert os.path.exists(os.path.join(run_dir, "last_epoch_scst.keras"))
+    assert read_json(run_dir, "config_train_scst.json")["scst_baseline"] == baseline
+    resumed = train(scst_config(trained_run, run_dir, scst_epochs=2, resume=True, scst_baseline=baseline))
+    assert resumed["epochs_done"] == 2
+    history = read_history(os.path.join(run_dir, "history.csv"))
+    assert [(row["epoch"], row["objective"]) for row in history] == [(1, "xe"), (2, "xe"), (3, "scst"), (4, "scst")]
+    assert all({"scst_loss", "reward", "dev_cider"} <= set(row) for row in history[2:])
+    assert all(0.0 <= row["reward"] for row in history[2:])
+    # model.keras is the XE model unless a self-critical epoch beat its dev CIDEr-D.
+    best = model_weights(os.path.join(run_dir, "model.keras"))
+    last = model_weights(os.path.join(run_dir, "last_epoch_scst.keras"))
+    if resumed["best_epoch"] == 0:
+        assert all(np.array_equal(a, b) for a, b in zip(best, xe_weights))
+    elif resumed["best_epoch"] == 2:
+        assert all(np.array_equal(a, b) for a, b in zip(best, last))
+    assert not all(np.array_equal(a, b) for a, b in zip(last, xe_weights))  # the phase did change the model
+    result = run_cli("predict.py", "--run_dir", run_dir, "--image_path",
+                     os.path.join(trained_run.data_dir, "Flicker8k_Dataset"))
+    assert result.returncode == 0, result.stderr
+    done = train(scst_config(trained_run, run_dir, scst_epochs=2, resume=True))
+    assert done["epochs_done"] == 2  # nothing left to do
+
+
+def test_scst_with_the_attention_decoder(attention_run, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(attention_run.run_dir, run_dir)
+    state = train(scst_config(attention_run, run_dir, scst_epochs=1, block_bad_endings=True))
+    assert state["epochs_done"] == 1
+    result = run_cli("evaluate.py", "--run_dir", run_dir, "--data_dir", attention_run.data_dir, "--split", "dev",
+                     "--model_file", "model_xe.keras", "--beam_size", "1")
+    assert result.returncode == 0, result.stderr
+    assert os.path.exists(os.path.join(run_dir, "evaluation_dev_model_xe.json"))
+
+
+def test_scst_bad_input_is_one_line(trained_run, tmp_path):
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    result = run_cli("train.py", "--objective", "scst", "--run_dir", empty, "--data_dir", trained_run.data_dir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {empty}: no trained model (model.keras); self-critical training continues a run trained with "
+        f"cross-entropy: run python train.py --run_dir {empty} first"]
+    result = run_cli("train.py", "--objective", "scst", "--run_dir", trained_run.run_dir, "--scst_samples", "1")
+    assert result.returncode == 2 and "needs at least 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def read_scalars(folder):
+    """{tag: {step: value}} from the TensorBoard event files in `folder`."""
+    import glob
+
+    import tensorflow as tf
+
+    scalars = {}
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars
+
+
+def test_tensorboard_logs_hold_the_dev_metrics_of_both_phases(trained_run, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(trained_run.run_dir, run_dir)
+    train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True, tensorboard=True))
+    train(scst_config(trained_run, run_dir, scst_epochs=1, tensorboard=True))
+    history = {int(row["epoch"]): row for row in read_history(os.path.join(run_dir, "history.csv"))}
+    scalars = read_scalars(os.path.join(run_dir, "tensorboard", "epochs"))
+    assert set(scalars["dev_cider"]) == {3, 4} and set(scalars["reward"]) == {4} and set(scalars["loss"]) == {3}
+    for step in (3, 4):
+        assert scalars["dev_cider"][step] == pytest.approx(history[step]["dev_cider"], rel=1e-6)
+        assert scalars["dev_bleu4"][step] == pytest.approx(history[step]["dev_bleu4"], rel=1e-6)
+    assert scalars["learning_rate"][4] == pytest.approx(1e-3)  # the self-critical phase's own rate
+    assert os.listdir(os.path.join(run_dir, "tensorboard", "train"))  # Keras's own callback, during fit
+
+
+def test_a_history_written_before_the_objective_column_is_rewritten_with_it(tmp_path):
+    from train import HISTORY_COLUMNS, append_history
+
+    path = str(tmp_path / "history.csv")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("epoch,loss,accuracy,val_loss,val_accuracy,dev_bleu4,dev_cider,seconds\n"
+                     "1,4.0,0.2,3.3,0.3,0.08,0.27,223.1\n2,3.1,0.3,3.0,0.36,0.13,0.33,276.1\n")
+    append_history(path, {"epoch": 3, "objective": "scst", "scst_loss": -0.07, "reward": 0.38, "dev_cider": 0.43})
+    with open(path, encoding="utf-8") as handle:
+        assert handle.readline().strip() == ",".join(HISTORY_COLUMNS)
+    rows = read_history(path)
+    assert [(row["epoch"], row["objective"]) for row in rows] == [(1, "xe"), (2, "xe"), (3, "scst")]
+    assert rows[1]["dev_cider"] == 0.33 and rows[2]["reward"] == 0.38 and "loss" not in rows[2]
