@@ -68,8 +68,7 @@ class Captioner:
         self.max_length = max_decode_length or max(m["max_caption_length"] for m in metadata)
         self.decoder = CaptionDecoder(self.models, self.max_length, no_repeat_ngram_size,
                                       bad_ending_ids(self.vocabulary) if block_bad_endings else ())
-        names = sorted({decoder_name(model) for model in self.models})
-        self.decoder_name = names[0] if len(names) == 1 else "+".join(names)
+        self.decoder_name = decoder_name(self.model)  # one kind for all: their features are of one kind
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self.no_repeat_ngram_size, self.block_bad_endings = no_repeat_ngram_size, block_bad_endings
         self._encoder = None

@@ -7,9 +7,10 @@
 
 A run: captions every image of the split that has stored features (images missing on disk or
 unreadable are counted and reported) and writes `evaluation_<split>[_beam<K>][...].json` into the run
-folder (an ensemble's into its first run's folder). Beside the scores: how many different captions the
-split got, how many repeat a phrase, and how many end on a word like "a" or "with". `--captions FILE.json` ({image name: caption}, from any system) scores that file instead,
-against the split's references read from the dataset's caption files; no images are needed.
+folder (an ensemble's into its first run's folder). Beside the scores: how many different captions
+the split got, how many repeat a phrase, and how many end on a word like "a" or "with".
+`--captions FILE.json` ({image name: caption}, from any system) scores that file instead, against
+the split's references read from the dataset's caption files; no images are needed.
 Both print the caption-prior baseline beside the scores.
 """
 from __future__ import annotations
