@@ -131,6 +131,7 @@ class CaptionDecoder:
         banned[:, [PAD_ID, START_ID, UNK_ID]] = -np.inf
         banned[0, END_ID] = -np.inf  # row 0: the first word
         self.banned = tf.constant(banned)
+        self.blocks_endings = bool(len(banned_endings))  # else the rule costs nothing per step
         end_after = np.zeros(self.vocabulary_size, bool)
         end_after[list(banned_endings)] = True
         self.end_banned_after = tf.constant(end_after)
@@ -143,8 +144,9 @@ class CaptionDecoder:
         """Next-word log-probabilities of each row, the rules applied; `history` holds the words so far."""
         probabilities, state = self.steps.probabilities(tokens, state, constants)
         log_probabilities = tf.math.log(probabilities) + self.banned[tf.minimum(step, 1)]
-        no_end = tf.gather(self.end_banned_after, tokens)[:, None] & self.end_is_word[None, :]
-        log_probabilities = tf.where(no_end, -np.inf, log_probabilities)
+        if self.blocks_endings:
+            no_end = tf.gather(self.end_banned_after, tokens)[:, None] & self.end_is_word[None, :]
+            log_probabilities = tf.where(no_end, -np.inf, log_probabilities)
         if self.no_repeat:
             log_probabilities = tf.where(self._repeats(history, step), -np.inf, log_probabilities)
         return log_probabilities, state
