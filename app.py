@@ -1,12 +1,14 @@
-"""A web page to caption your own photos with a trained run.
+"""A web page to caption your own photos with the pretrained captioner or a run you trained.
 
     streamlit run app.py                          # http://localhost:8501
     streamlit run app.py --server.port 8600       # another port
     CAPTION_RUNS_DIR=/path/to/runs streamlit run app.py
+    CAPTION_WEIGHTS=/path/to/mobilenet_v2.weights.h5 streamlit run app.py   # offline: the package's encoder
 
-Lists the trained runs under `runs/` (or $CAPTION_RUNS_DIR), captions uploaded images or images of
-the bundled sample with the greedy caption and the best beams (and, for an attention run, where it
-looked for each word), and shows the run's encoder and weights.
+Offers the pretrained package first (pretrained/, or $CAPTION_PRETRAINED_DIR), then the trained runs
+under `runs/` (or $CAPTION_RUNS_DIR); captions uploaded images or images of the bundled sample with
+the greedy caption and the best beams (and, for an attention run, where it looked for each word), and
+shows the encoder and weights. For the package it runs the encoder check and warns when it fails.
 The model and encoder of a run are loaded once and cached; a caption already computed for the same
 image bytes and settings is reused at once.
 """
@@ -23,9 +25,12 @@ from config import PROJECT_DIR, SAMPLE_DATA_DIR, quiet_tensorflow
 
 quiet_tensorflow()
 
-from captioner import Captioner  # noqa: E402
+from captioner import ENCODER_CHECK_THRESHOLD, PRETRAINED_DIR, Captioner, encoder_warning  # noqa: E402
 
 RUNS_DIR = os.environ.get("CAPTION_RUNS_DIR", os.path.join(PROJECT_DIR, "runs"))
+PACKAGE_DIR = os.environ.get("CAPTION_PRETRAINED_DIR", PRETRAINED_DIR)
+PACKAGE_WEIGHTS = os.environ.get("CAPTION_WEIGHTS", "")
+PACKAGE_CHOICE = "pretrained captioner (Flickr8k, MobileNetV2)"
 SAMPLE_IMAGES = os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset")
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
 
@@ -39,17 +44,23 @@ def run_folders(runs_dir: str) -> List[str]:
                   or os.path.isfile(os.path.join(runs_dir, name, "model.keras")))
 
 
+def weights_for(run_dir: str) -> str:
+    return PACKAGE_WEIGHTS if run_dir == PACKAGE_DIR else ""
+
+
 @st.cache_resource(show_spinner="Loading the model and the image encoder...", max_entries=4)
-def load_captioner(run_dir: str) -> Captioner:
-    captioner = Captioner(run_dir)
+def load_captioner(run_dir: str, weights: str = "") -> Captioner:
+    """`weights`: the encoder weights when not the run's own (the package's, offline)."""
+    captioner = Captioner(run_dir, weights=weights)
     captioner.encoder()  # built now, so the first caption is not the slow one
+    captioner.agreement = captioner.encoder_agreement()  # None for a run without reference images
     return captioner
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def caption_image(run_dir: str, image_bytes: bytes, suffix: str, beam_size: int, top: int) -> dict:
     """Greedy caption and the `top` best beams of one image; or the reason it cannot be read."""
-    captioner = load_captioner(run_dir)
+    captioner = load_captioner(run_dir, weights_for(run_dir))
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "image" + suffix)
         with open(path, "wb") as handle:
@@ -87,23 +98,31 @@ def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, to
 def main() -> None:
     st.set_page_config(page_title="Image captioner", layout="wide")
     st.title("Caption your photos")
-    runs = run_folders(RUNS_DIR)
+    has_package = os.path.isfile(os.path.join(PACKAGE_DIR, "model.keras"))
+    runs = ([PACKAGE_CHOICE] if has_package else []) + run_folders(RUNS_DIR)
     if not runs:
         st.info(f"No trained runs yet in {RUNS_DIR}. Train one first, e.g. `python train.py` "
                 "(the bundled sample), then reload this page.")
         return
-    run = st.sidebar.selectbox("Trained run", runs)
+    run = st.sidebar.selectbox("Captioner", runs)
     beam_size = st.sidebar.slider("Beam width", 1, 10, 3)
     top = st.sidebar.slider("Beams shown", 1, beam_size, min(3, beam_size))
-    run_dir = os.path.join(RUNS_DIR, run)
+    run_dir = PACKAGE_DIR if run == PACKAGE_CHOICE else os.path.join(RUNS_DIR, run)
     try:
-        captioner = load_captioner(run_dir)
+        captioner = load_captioner(run_dir, weights_for(run_dir))
     except (ValueError, OSError) as error:
-        st.error(f"Run {run} cannot caption: {error}")
+        hint = (" (offline: start the page with CAPTION_WEIGHTS=/path/to/weights.h5)"
+                if run == PACKAGE_CHOICE and "--weights PATH" in str(error) else "")
+        st.error(f"{run if run == PACKAGE_CHOICE else 'Run ' + run} cannot caption: {error}{hint}")
         return
     st.sidebar.markdown(f"**Encoder:** {captioner.metadata['encoder']}  \n"
-                        f"**Weights:** {os.path.basename(str(captioner.metadata['weights']))}")
-    if captioner.metadata["weights"] == "none":
+                        f"**Weights:** {os.path.basename(str(captioner.weights))}")
+    if captioner.agreement is not None:
+        st.sidebar.caption(f"encoder check: cosine {captioner.agreement:.4f} with the training encoder "
+                           f"(threshold {ENCODER_CHECK_THRESHOLD})")
+        if captioner.agreement < ENCODER_CHECK_THRESHOLD:
+            st.warning(encoder_warning(captioner, captioner.agreement))
+    if captioner.weights == "none":
         st.warning("This run's encoder is UNTRAINED (--weights none): its captions rest on colour and layout "
                    "only. Train with ImageNet weights for real photos.")
 

@@ -13,9 +13,49 @@ import numpy as np
 
 import attention  # noqa: F401  (registers the attention layer, so attention models load)
 from decoding import CaptionDecoder, bad_ending_ids, decoder_name
-from encoders import ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches, load_image
+from config import PROJECT_DIR
+from encoders import (ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches, load_image,
+                      weights_note)
 from feature_store import feature_shape
 from vocabulary import Vocabulary
+
+PRETRAINED_DIR = os.path.join(PROJECT_DIR, "pretrained", "flickr8k_mobilenet_v2")
+# Mean cosine between the reference images' features now and when the decoder was trained. The
+# evidence behind 0.99 is in docs/pretrained.md (benchmarks/probes/encoder_mismatch.py).
+ENCODER_CHECK_THRESHOLD = 0.99
+ENCODER_CHECK_DIR = "encoder_check"
+
+
+def with_dtype(model, dtype: str):
+    """A copy of a Functional model whose layers keep their weights in `dtype` (float16 halves a stored
+    model; decoding runs in float32)."""
+    import keras
+
+    def replace(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                return {**node, "config": {**node["config"], "name": dtype}}
+            return {key: replace(value) for key, value in node.items()}
+        return [replace(value) for value in node] if isinstance(node, list) else node
+
+    copy = keras.Model.from_config(replace(model.get_config()))
+    copy.set_weights([np.asarray(weights).astype(dtype) for weights in model.get_weights()])
+    return copy
+
+
+def load_decoder(path: str):
+    """A decoder from a `.keras` file, in float32 whatever precision its weights were stored in."""
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # a damaged zip or weights file raises many kinds of error
+        raise ValueError(f"{path}: cannot be read as a Keras model ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0][:160] if str(error) else 'no detail'}); "
+                         f"the file is damaged or incomplete: copy or train it again") from None
+    if any(weights.dtype != "float32" for weights in model.weights):
+        model = with_dtype(model, "float32")
+    return model
 
 
 def check_top(top: int, beam_size: int) -> None:
@@ -44,9 +84,10 @@ class Captioner:
     """One run, or several (an ensemble: the same encoder and vocabulary, word probabilities averaged)."""
 
     def __init__(self, run_dir, max_decode_length: int = 0, beam_size: int = 1, length_penalty: float = 0.0,
-                 no_repeat_ngram_size: int = 0, block_bad_endings: bool = False, model_file: str = "model.keras"):
-        import keras
-
+                 no_repeat_ngram_size: int = 0, block_bad_endings: bool = False, model_file: str = "model.keras",
+                 weights: str = ""):
+        """`weights`: the encoder's weights when they are not the ones the run recorded ('imagenet' or a
+        local file; the encoder check, where the run has one, says whether they match)."""
         self.run_dirs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
         metadata, vocabularies = [], []
         for folder in self.run_dirs:
@@ -57,13 +98,16 @@ class Captioner:
                                      f"first")
             with open(metadata_path, encoding="utf-8") as handle:
                 metadata.append(json.load(handle))
-            vocabularies.append(Vocabulary.load(os.path.join(folder, "vocabulary.json")))
+            vocabulary_path = os.path.join(folder, "vocabulary.json")
+            if not os.path.exists(vocabulary_path):
+                raise ValueError(f"{folder}: no vocabulary.json; the run folder is incomplete (copy it whole, or run "
+                                 f"preprocess.py again)")
+            vocabularies.append(Vocabulary.load(vocabulary_path))
         check_ensemble(self.run_dirs, metadata, vocabularies)
         if beam_size < 1:
             raise ValueError(f"--beam_size must be at least 1, got {beam_size}")
         self.run_dir, self.metadata, self.vocabulary = self.run_dirs[0], metadata[0], vocabularies[0]
-        self.models = [keras.models.load_model(os.path.join(folder, model_file), compile=False)
-                       for folder in self.run_dirs]
+        self.models = [load_decoder(os.path.join(folder, model_file)) for folder in self.run_dirs]
         self.model = self.models[0]
         self.max_length = max_decode_length or max(m["max_caption_length"] for m in metadata)
         self.decoder = CaptionDecoder(self.models, self.max_length, no_repeat_ngram_size,
@@ -71,13 +115,16 @@ class Captioner:
         self.decoder_name = decoder_name(self.model)  # one kind for all: their features are of one kind
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self.no_repeat_ngram_size, self.block_bad_endings = no_repeat_ngram_size, block_bad_endings
+        self.weights = weights or self.metadata["weights"]
         self._encoder = None
 
     @classmethod
-    def from_config(cls, config) -> "Captioner":
-        """The run(s) and decoding settings named by a script's configuration (DECODING_FLAGS)."""
-        return cls(config.resolved_run_dirs(), config.max_decode_length, config.beam_size, config.length_penalty,
-                   config.no_repeat_ngram_size, config.block_bad_endings, config.model_file)
+    def from_config(cls, config, run_dirs: Sequence[str] = ()) -> "Captioner":
+        """The run(s) and decoding settings named by a script's configuration (DECODING_FLAGS);
+        `--weights` other than auto replaces the encoder weights the run recorded."""
+        return cls(list(run_dirs) or config.resolved_run_dirs(), config.max_decode_length, config.beam_size,
+                   config.length_penalty, config.no_repeat_ngram_size, config.block_bad_endings, config.model_file,
+                   "" if config.weights == "auto" else config.weights)
 
     @property
     def has_attention(self) -> bool:
@@ -86,7 +133,7 @@ class Captioner:
     def describe(self) -> str:
         decoder = (f"{self.decoder_name} decoder" if len(self.models) == 1 else
                    f"ensemble of {len(self.models)} {self.decoder_name} decoders")
-        return f"{decoder}, encoder {self.metadata['encoder']}, weights {describe_weights(self.metadata['weights'])}"
+        return f"{decoder}, encoder {self.metadata['encoder']}, weights {describe_weights(self.weights)}"
 
     def caption_features(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0) -> List[str]:
         """The best caption of each image, with the run's beam width unless `beam_size` is given."""
@@ -116,9 +163,32 @@ class Captioner:
     def encoder(self):
         """The encoder recorded in the metadata, with the same weights (and seed, when untrained)."""
         if self._encoder is None:
-            self._encoder = build_encoder(self.metadata["encoder"], self.metadata["weights"],
-                                          self.metadata["encoder_seed"], self.metadata.get("features", "global"))
+            note = weights_note(self.metadata["encoder"], self.weights)
+            if note:
+                print(note, file=sys.stderr)
+            self._encoder = build_encoder(self.metadata["encoder"], self.weights, self.metadata["encoder_seed"],
+                                          self.metadata.get("features", "global"))
         return self._encoder
+
+    def encoder_agreement(self) -> float | None:
+        """Mean cosine between this encoder's features of the run's reference images and the features
+        the decoder was trained with; None when the run stores no reference images."""
+        check = self.metadata.get("encoder_check")
+        if not check:
+            return None
+        folder = os.path.join(self.run_dir, ENCODER_CHECK_DIR)
+        paths = [os.path.join(folder, name) for name in check["images"]]
+        stored = np.load(os.path.join(folder, "features.npy"))
+        kept, features, errors = self.image_features(paths)
+        if errors or len(kept) != len(paths):
+            raise ValueError(f"{folder}: reference image unreadable ({errors[0] if errors else 'missing'}); "
+                             f"the package is incomplete: copy it again")
+        # float64 and no epsilon: an untrained encoder's features have norms near 1e-10.
+        flat_now = features.reshape(len(paths), -1).astype(np.float64)
+        flat_then = stored.reshape(len(paths), -1).astype(np.float64)
+        norms = np.linalg.norm(flat_now, axis=1) * np.linalg.norm(flat_then, axis=1)
+        cosines = np.where(norms > 0, (flat_now * flat_then).sum(1) / np.where(norms > 0, norms, 1), 0.0)
+        return float(cosines.mean())
 
     def image_features(self, paths: Sequence[str],
                        batch_size: int = 32) -> Tuple[List[str], np.ndarray, List[ImageError]]:
@@ -170,7 +240,23 @@ class Captioner:
         return dict(zip(kept, captions)), dict(zip(kept, features)), errors
 
 
+def check_encoder(captioner: Captioner) -> float | None:
+    """Runs the encoder check where the run has one; a warning on stderr when the encoder differs."""
+    agreement = captioner.encoder_agreement()
+    if agreement is not None and agreement < ENCODER_CHECK_THRESHOLD:
+        print(encoder_warning(captioner, agreement), file=sys.stderr)
+    return agreement
+
+
+def encoder_warning(captioner: Captioner, agreement: float) -> str:
+    trained = captioner.metadata.get("encoder_check", {}).get("trained_with", captioner.metadata["weights"])
+    return (f"WARNING: the encoder weights ({os.path.basename(str(captioner.weights))}) differ from the ones this "
+            f"decoder was trained with ({os.path.basename(str(trained))}): reference images agree at cosine "
+            f"{agreement:.3f}, below {ENCODER_CHECK_THRESHOLD}. Captions will be worse than the scores promise; "
+            f"use the encoder weights named in {captioner.run_dir}/README.md (--weights imagenet or --weights PATH)")
+
+
 def warn_if_untrained(captioner: Captioner) -> None:
-    if captioner.metadata["weights"] == "none":
+    if captioner.weights == "none":
         print("WARNING: this run's encoder is UNTRAINED (--weights none): captions rest on colour and layout only",
               file=sys.stderr)

@@ -111,6 +111,11 @@ class Config:
     model_file: str = _option("model.keras", "which model of the run folder to caption with: model.keras (the best "
                                              "of the last training phase) or model_xe.keras (the cross-entropy model "
                                              "of a run continued with --objective scst)")
+    package_dir: str = _option(os.path.join(PROJECT_DIR, "pretrained", "flickr8k_mobilenet_v2"),
+                               "package.py: the folder the captioner package is written to")
+    reference_images: list = _option(None, "package.py: images (files, or names in the run's image folder) whose "
+                                           "features the package keeps for the encoder check (default: the first 4 "
+                                           "dev images)", nargs="+")
     top: int = _option(1, "show the N best captions of beam search with their log-probabilities")
     split: str = _option("test", "split to evaluate", choices=("train", "dev", "test"))
     captions: str = _option("", "score this JSON file {image name: caption} from any system instead of the run's "

@@ -131,6 +131,8 @@ class CaptionDecoder:
         banned[:, [PAD_ID, START_ID, UNK_ID]] = -np.inf
         banned[0, END_ID] = -np.inf  # row 0: the first word
         self.banned = tf.constant(banned)
+        # (2, vocabulary): the words that may be written first, and later (self-critical training's policy).
+        self.writable = np.isfinite(banned)
         self.blocks_endings = bool(len(banned_endings))  # else the rule costs nothing per step
         end_after = np.zeros(self.vocabulary_size, bool)
         end_after[list(banned_endings)] = True
@@ -144,6 +146,10 @@ class CaptionDecoder:
         """Next-word log-probabilities of each row, the rules applied; `history` holds the words so far."""
         probabilities, state = self.steps.probabilities(tokens, state, constants)
         log_probabilities = tf.math.log(probabilities) + self.banned[tf.minimum(step, 1)]
+        # Renormalised over the words that may be written: the model's distribution given that it
+        # writes no <unk>, <pad> or <start>. Beam search compares captions by these sums, so the mass a
+        # model puts on <unk> (which varies by context) must not make one caption look likelier.
+        log_probabilities -= tf.reduce_logsumexp(log_probabilities, axis=-1, keepdims=True)
         if self.blocks_endings:
             no_end = tf.gather(self.end_banned_after, tokens)[:, None] & self.end_is_word[None, :]
             log_probabilities = tf.where(no_end, -np.inf, log_probabilities)

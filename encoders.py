@@ -94,6 +94,30 @@ def load_image(path: str, size: int) -> Tuple[np.ndarray, Optional[str]]:
         raise ImageError("corrupt or truncated image", path, str(error)) from None
 
 
+class WeightsUnavailable(ValueError):
+    """ImageNet weights that Keras cannot download (no network, no cached copy)."""
+
+    def __init__(self, encoder: str, reason: str):
+        super().__init__(f"ImageNet weights for {encoder} cannot be downloaded ({reason}): pass --weights PATH, a "
+                         f"local Keras weights file of {ENCODERS[encoder].model_class} (the same architecture)")
+        self.reason = reason
+
+
+def keras_cache_dir() -> str:
+    """Where Keras keeps downloaded weights ($KERAS_HOME/models, else ~/.keras/models)."""
+    return os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
+
+
+def weights_note(encoder: str, weights: str) -> str:
+    """What the first use of ImageNet weights will do, or '' when they are cached or not ImageNet's."""
+    prefix = f"{ENCODERS[encoder].module}_weights"
+    cache = keras_cache_dir()
+    if weights != "imagenet" or (os.path.isdir(cache) and any(name.startswith(prefix) for name in os.listdir(cache))):
+        return ""
+    return (f"first use of {ENCODERS[encoder].model_class}'s ImageNet weights: downloading them from Google's "
+            f"storage into {cache} (once; later runs read them from there)")
+
+
 def open_encoder(encoder: str, weights: str, on_sample: bool, seed: int, features: str = "global"):
     """Builds the encoder; returns (model, the weights actually used).
 
@@ -104,8 +128,8 @@ def open_encoder(encoder: str, weights: str, on_sample: bool, seed: int, feature
         return build_encoder(encoder, weights, seed, features), weights
     try:
         return build_encoder(encoder, "imagenet", seed, features), "imagenet"
-    except Exception as error:  # any download failure: DNS, refused connection, HTTP error
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    except WeightsUnavailable as error:
+        reason = error.reason
     if not on_sample:
         raise ValueError(f"ImageNet weights for {encoder} cannot be downloaded ({reason}): pass "
                          f"--weights PATH (a local Keras weights file) or --weights none (untrained encoder)")
@@ -148,6 +172,11 @@ def build_encoder(encoder: str, weights: str, seed: int = 7, features: str = "gl
             raise ValueError(f"--weights {weights}: does not fit {spec.model_class} "
                              f"(include_top={include_top}): {str(error).splitlines()[0]}") from None
         raise
+    except Exception as error:  # a failed download: DNS, refused connection, HTTP error
+        if keras_weights != "imagenet":
+            raise
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise WeightsUnavailable(encoder, reason) from None
     if spatial:
         feature_map = base.get_layer(spec.spatial_layer).output if spec.spatial_layer else base.output
         outputs = keras.layers.Reshape(spec.spatial_shape, name="regions")(feature_map)

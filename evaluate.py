@@ -30,7 +30,8 @@ from metrics import caption_statistics, most_common_caption  # noqa: E402
 from preprocess import write_json  # noqa: E402
 from report import write_report  # noqa: E402
 
-EVALUATE_FLAGS = ("data_dir", "captions_file", "run_dir", "split", "captions", "report", "split_seed") + DECODING_FLAGS
+EVALUATE_FLAGS = ("data_dir", "captions_file", "run_dir", "weights", "split", "captions", "report",
+                  "split_seed") + DECODING_FLAGS
 
 
 def read_caption_file(path: str) -> Dict[str, str]:
@@ -52,6 +53,40 @@ def run_captions(config: Config, split_images: List[str], features, image_rows: 
     scored = [name for name in split_images if name in image_rows]
     generated = captioner.caption_features(features[[image_rows[name] for name in scored]], config.decode_batch_size)
     return dict(zip(scored, generated))
+
+
+def stored_run_captions(config: Config, captioner):
+    """Captions of the split from the features preprocess stored in the run folder."""
+    from feature_store import open_features
+
+    with open(os.path.join(captioner.run_dir, "captions.json"), encoding="utf-8") as handle:
+        references = json.load(handle)
+    features, image_rows = open_features(captioner.run_dir, captioner.metadata)
+    split_images = list(references[config.split])
+    missing = [name for name in split_images if name not in image_rows]
+    reasons = {name: kind for kind, names in captioner.metadata["skipped_images"].items() for name in names}
+    report_missing(config.split, split_images, missing, reasons)
+    generated = run_captions(config, split_images, features, image_rows, captioner) \
+        if len(missing) < len(split_images) else {}
+    return references, split_images, missing, generated, captioner.metadata.get("image_dir", "")
+
+
+def encoded_captions(config: Config, captioner):
+    """A run without stored features (the pretrained package): the split's references come from
+    --data_dir and its images are encoded here."""
+    dataset = load_dataset(config.data_dir, config.split_seed, captions_file=config.captions_file)
+    references = {split: {name: dataset.captions[name] for name in names} for split, names in dataset.splits.items()}
+    split_images = list(references[config.split])
+    paths = [dataset.image_path(name) for name in split_images]
+    name_of = dict(zip(paths, split_images))
+    kept, features, errors = captioner.image_features(paths)
+    generated_names = {name_of[path] for path in kept}
+    missing = [name for name in split_images if name not in generated_names]
+    reasons = {name_of.get(str(error).split(f": {error.kind}")[0], ""): error.kind for error in errors}
+    report_missing(config.split, split_images, missing, reasons)
+    captions = captioner.caption_features(features, config.decode_batch_size) if len(kept) else []
+    generated = {name_of[path]: caption for path, caption in zip(kept, captions)}
+    return references, split_images, missing, generated, dataset.image_dir
 
 
 def report_missing(split: str, split_images: List[str], missing: List[str], reasons: Dict[str, str]) -> None:
@@ -81,27 +116,22 @@ def evaluate(config: Config) -> dict:
         output = f"{stem}.scores_{config.split}.json"
         report_base = f"{stem}.report_{config.split}"
     else:
-        from captioner import Captioner, warn_if_untrained
-        from feature_store import open_features
+        from captioner import Captioner, check_encoder, warn_if_untrained
 
         captioner = Captioner.from_config(config)
         run_dir = captioner.run_dir
         print(f"run {run_dir}: {captioner.describe()}; decoding: {captioner.decoding()}")
         warn_if_untrained(captioner)
-        with open(os.path.join(run_dir, "captions.json"), encoding="utf-8") as handle:
-            references = json.load(handle)
-        features, image_rows = open_features(run_dir, captioner.metadata)
-        split_images = list(references[config.split])
-        missing = [name for name in split_images if name not in image_rows]
-        reasons = {name: kind for kind, names in captioner.metadata["skipped_images"].items() for name in names}
-        report_missing(config.split, split_images, missing, reasons)
-        generated = run_captions(config, split_images, features, image_rows, captioner) \
-            if len(missing) < len(split_images) else {}
-        image_dir = captioner.metadata.get("image_dir", "")
+        agreement = None
+        if "feature_store" in captioner.metadata and os.path.exists(os.path.join(run_dir, "captions.json")):
+            references, split_images, missing, generated, image_dir = stored_run_captions(config, captioner)
+        else:
+            agreement = check_encoder(captioner)
+            references, split_images, missing, generated, image_dir = encoded_captions(config, captioner)
         source = {"run_dir": run_dir, "ensemble": captioner.run_dirs if len(captioner.run_dirs) > 1 else [],
                   "model_file": config.model_file, "decoder": captioner.decoder_name,
                   "encoder": captioner.metadata["encoder"],
-                  "weights": captioner.metadata["weights"], "decoding": captioner.decoding()}
+                  "weights": captioner.weights, "encoder_agreement": agreement, "decoding": captioner.decoding()}
         suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
         suffix += f"_lp{config.length_penalty:g}" if config.length_penalty and config.beam_size > 1 else ""
         suffix += f"_norepeat{config.no_repeat_ngram_size}" if config.no_repeat_ngram_size else ""

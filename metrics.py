@@ -81,16 +81,24 @@ class CocoScores:
     unavailable: Dict[str, str] = field(default_factory=dict)  # metric -> why
 
 
+_meteor_scorer = None  # one Java process per Python process: starting it (paraphrase tables) takes seconds
+
+
 def _meteor(references: Dict[int, List[str]], hypotheses: Dict[int, List[str]]):
     """METEOR through the package's Java scorer: (corpus, per image), or the reason it is unavailable."""
+    global _meteor_scorer
     if shutil.which("java") is None:
         return None, None, "Java is not installed (METEOR 1.5 is a Java program)"
     from pycocoevalcap.meteor.meteor import Meteor
 
     try:
-        scorer = Meteor()
-        corpus, per_image = scorer.compute_score(references, hypotheses)
+        if _meteor_scorer is None or _meteor_scorer.meteor_p.poll() is not None:
+            _meteor_scorer = Meteor()
+        corpus, per_image = _meteor_scorer.compute_score(references, hypotheses)
     except (OSError, ValueError) as error:  # the Java process did not start or answered nonsense
+        if _meteor_scorer is not None:  # its lock may be held and its pipes half read: start afresh next time
+            _meteor_scorer.meteor_p.kill()
+            _meteor_scorer = None
         return None, None, f"the METEOR Java process failed ({error})"
     return float(corpus), [float(value) for value in per_image], ""
 

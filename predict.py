@@ -1,11 +1,15 @@
-"""Stage 3: caption images with a trained run.
+"""Stage 3: caption images with a trained run, or with the pretrained captioner that ships with the project.
 
-    python predict.py --image_path photo.jpg
+    python predict.py --image_path photo.jpg                      # the pretrained captioner (pretrained/)
+    python predict.py --image_path photo.jpg --weights PATH       # ...offline: a local copy of its encoder weights
+    python predict.py --image_path photo.jpg --run_dir runs/sample   # a run you trained
     python predict.py --image_path a.jpg b.jpg folder/ --output captions.json
     python predict.py --image_path photo.jpg --beam_size 5 --top 3
     python predict.py --image_path photo.jpg --run_dir runs/attention --attention_map photo_attention.png
     python predict.py --image_path photo.jpg --run_dir runs/a runs/b runs/c      # an ensemble of three runs
 
+Without --run_dir (and --data_dir) the pretrained package captions; its encoder check compares the
+encoder loaded with the one its decoder was trained with and warns when they differ.
 One image: prints its caption. Several files or a folder: one `path<TAB>caption` line each.
 `--top N`: the N best beams of each image, with their log-probabilities.
 """
@@ -16,14 +20,14 @@ import os
 import sys
 from typing import List
 
-from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, run_script
+from config import DECODING_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
-from captioner import Captioner, warn_if_untrained  # noqa: E402
+from captioner import PRETRAINED_DIR, Captioner, check_encoder, warn_if_untrained  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-PREDICT_FLAGS = ("image_path", "data_dir", "run_dir") + DECODING_FLAGS + ("top", "output", "attention_map")
+PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "weights") + DECODING_FLAGS + ("top", "output", "attention_map")
 
 
 def expand_paths(arguments: List[str]) -> tuple[List[str], bool]:
@@ -73,9 +77,11 @@ def predict(config: Config) -> dict:
         raise ValueError(f"--image_path {' '.join(config.image_path)}: no image files found")
     if config.top < 1:
         raise ValueError(f"--top must be at least 1, got {config.top}")
-    captioner = Captioner.from_config(config)
+    asked_for_a_run = config.run_dir not in ("", [""]) or os.path.abspath(config.data_dir) != SAMPLE_DATA_DIR
+    captioner = Captioner.from_config(config, () if asked_for_a_run else [PRETRAINED_DIR])
     print(f"{captioner.describe()}; decoding: {captioner.decoding()}", file=sys.stderr)
     warn_if_untrained(captioner)
+    agreement = check_encoder(captioner)
     if config.attention_map and not captioner.has_attention:
         raise ValueError("--attention_map draws one run's attention, not an ensemble's: give one --run_dir"
                          if len(captioner.run_dirs) > 1 else
@@ -103,7 +109,7 @@ def predict(config: Config) -> dict:
                         for path, beams in captions.items()}
         with open(config.output, "w", encoding="utf-8") as handle:
             json.dump({"run_dir": captioner.run_dir if len(captioner.run_dirs) == 1 else captioner.run_dirs, "encoder": captioner.metadata["encoder"],
-                       "weights": captioner.metadata["weights"], "captions": captions,
+                       "weights": captioner.weights, "encoder_agreement": agreement, "captions": captions,
                        "skipped": {str(error).split(":")[0]: error.kind for error in errors}}, handle, indent=1)
     if config.attention_map and captions:
         for path in write_attention_maps(captioner, captions, features, config.attention_map, single):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a virtual environment, then runs the whole pipeline on the bundled sample:
-# preprocess + train (train.py runs preprocess itself), evaluate on the test split, caption one image.
+# preprocess + train (train.py runs preprocess itself), evaluate on the test split, caption one image;
+# then the pretrained captioner on one of its reference photos (it needs MobileNetV2's ImageNet weights).
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -8,4 +9,7 @@ cd "$(dirname "$0")"
 .venv/bin/python -m pip install -q -r requirements.txt
 .venv/bin/python train.py
 .venv/bin/python evaluate.py --split test
-.venv/bin/python predict.py --image_path data/sample/Flicker8k_Dataset/shapes_0399.jpg
+.venv/bin/python predict.py --run_dir runs/sample --image_path data/sample/Flicker8k_Dataset/shapes_0399.jpg
+.venv/bin/python predict.py --image_path pretrained/flickr8k_mobilenet_v2/encoder_check/3393035454_2d2370ffd4.jpg \
+    || echo "(the pretrained captioner needs MobileNetV2's ImageNet weights: online they download by themselves;" \
+            "offline add --weights PATH)"

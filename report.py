@@ -1,6 +1,5 @@
-"""Pictures of a run, drawn with Pillow: training curves, and the evaluation report (HTML page and PNG grid).
-
-Pillow is already needed to read images, so plots need no plotting library.
+"""Pictures of a run: training curves and the evaluation report's grid (matplotlib), the report's
+HTML page, and attention maps (Pillow: the photo, lit per word).
 """
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ from typing import Dict, List, Optional, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-LINE_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
-
 
 def _font(size: int):
     try:
@@ -21,84 +18,64 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _panel(draw: ImageDraw.ImageDraw, box, title: str, series: Dict[str, List[tuple]], last_epoch: int) -> None:
-    """One line chart inside `box` (left, top, right, bottom): x is the epoch, one line per series."""
-    left, top, right, bottom = box
-    font = _font(14)
-    draw.text((left, top - 24), title, fill="black", font=_font(16))
-    values = [y for points in series.values() for _, y in points]
-    if not values:
-        draw.text((left + 10, top + 10), "no values yet", fill="grey", font=font)
-        return
-    low, high = min(0.0, min(values)), max(values)
-    high = high if high > low else low + 1.0
-    draw.rectangle(box, outline="black")
-    for tick in range(5):
-        value = low + (high - low) * tick / 4
-        y = bottom - (bottom - top) * tick / 4
-        draw.line((left - 4, y, left, y), fill="black")
-        draw.line((left, y, right, y), fill=(230, 230, 230))
-        draw.text((left - 50, y - 8), f"{value:.3g}", fill="black", font=font)
-    span = max(last_epoch - 1, 1)
+def _pyplot():
+    import matplotlib
 
-    def x_of(epoch):
-        return left + (right - left) * (epoch - 1) / span
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as pyplot
 
-    for epoch in range(1, last_epoch + 1, max(1, last_epoch // 10)):
-        draw.text((x_of(epoch) - 4, bottom + 4), str(epoch), fill="black", font=font)
-    draw.text(((left + right) / 2 - 20, bottom + 22), "epoch", fill="black", font=font)
-    for index, (name, points) in enumerate(series.items()):
-        colour = LINE_COLOURS[index % len(LINE_COLOURS)]
-        xy = [(x_of(epoch), bottom - (bottom - top) * (y - low) / (high - low)) for epoch, y in points]
-        if len(xy) > 1:
-            draw.line(xy, fill=colour, width=2)
-        for x, y in xy:
-            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-        draw.text((left + 10, top + 8 + 18 * index), name, fill=colour, font=font)
+    return pyplot
 
 
-def plot_training_curves(history: Sequence[Dict[str, float]], path: str) -> None:
-    """Loss (training and dev) and dev BLEU-4 / CIDEr-D by epoch, side by side, as a PNG."""
-    image = Image.new("RGB", (1100, 440), "white")
-    draw = ImageDraw.Draw(image)
-    last_epoch = int(max((row["epoch"] for row in history), default=1))
-
-    def series(*names):
-        return {name: [(int(row["epoch"]), row[name]) for row in history if name in row] for name in names
-                if any(name in row for row in history)}
-
-    _panel(draw, (80, 50, 520, 380), "loss (per word)", series("loss", "val_loss"), last_epoch)
-    _panel(draw, (630, 50, 1070, 380), "dev metrics (greedy captions)", series("dev_bleu4", "dev_cider"), last_epoch)
+def _save(figure, path: str) -> None:
+    """Writes through a temporary file, so a reader never sees half a PNG."""
     temporary = path + ".tmp.png"
-    image.save(temporary)
+    figure.savefig(temporary, dpi=100)
+    _pyplot().close(figure)
     os.replace(temporary, path)
 
 
-def _tile(image_path: Optional[str], caption: str, references: List[str], scores: str, size: int = 224) -> Image.Image:
-    tile = Image.new("RGB", (size, size + 170), "white")
-    draw = ImageDraw.Draw(tile)
-    try:
-        with Image.open(image_path) as picture:
-            picture = picture.convert("RGB")
-            picture.thumbnail((size, size))
-            tile.paste(picture, ((size - picture.width) // 2, 0))
-    except (OSError, TypeError, ValueError):
-        draw.rectangle((0, 0, size - 1, size - 1), outline="grey")
-        draw.text((10, size // 2), "image not available", fill="grey", font=_font(14))
-    y = size + 4
-    for line in textwrap.wrap(caption, 34)[:3]:
-        draw.text((4, y), line, fill="black", font=_font(14))
-        y += 17
-    draw.text((4, y), scores, fill=(31, 119, 180), font=_font(12))
-    y += 16
-    for reference in references[:3]:
-        draw.text((4, y), textwrap.shorten("ref: " + reference, 44), fill="grey", font=_font(12))
-        y += 15
-    return tile
+def plot_training_curves(history: Sequence[Dict[str, object]], path: str, kept_epoch: Optional[int] = None) -> None:
+    """Loss (training and dev) and dev BLEU-4 / CIDEr-D by epoch, side by side, as an 1100 x 440 PNG.
+
+    Self-critical epochs (objective "scst") are shaded and their mean sample reward is drawn beside
+    the dev metrics; `kept_epoch`, the epoch of the run's model.keras, is marked on both panels.
+    """
+    pyplot = _pyplot()
+    figure, (loss_axes, metric_axes) = pyplot.subplots(1, 2, figsize=(11, 4.4))
+
+    def series(axes, name, label, style="-o"):
+        points = [(row["epoch"], row[name]) for row in history if name in row]
+        if points:
+            axes.plot(*zip(*points), style, markersize=4, label=label)
+
+    series(loss_axes, "loss", "training loss")
+    series(loss_axes, "val_loss", "dev loss")
+    series(metric_axes, "dev_bleu4", "dev BLEU-4")
+    series(metric_axes, "dev_cider", "dev CIDEr-D")
+    series(metric_axes, "reward", "self-critical reward (training samples)", ":s")
+    self_critical = [row["epoch"] for row in history if row.get("objective") == "scst"]
+    for axes in (loss_axes, metric_axes):
+        if self_critical:
+            axes.axvspan(min(self_critical) - 0.5, max(self_critical) + 0.5, color="tab:orange", alpha=0.12,
+                         label="self-critical training")
+        if kept_epoch:
+            axes.axvline(kept_epoch, color="grey", linestyle="--", label=f"kept model (epoch {kept_epoch:g})")
+        axes.set_xlabel("epoch")
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        if axes.lines or self_critical:
+            axes.legend(fontsize=8)
+    loss_axes.set_title("loss (per word, cross-entropy)")
+    metric_axes.set_title("dev metrics (greedy captions)")
+    if not history:
+        metric_axes.text(0.5, 0.5, "no epochs yet", ha="center", transform=metric_axes.transAxes)
+    figure.tight_layout()
+    _save(figure, path)
 
 
 def write_report(entries: List[dict], html_path: str, png_path: str, title: str, sort_by: str,
-                 grid_each: int = 8) -> None:
+                 grid_each: int = 6) -> None:
     """`entries`: dicts with name, image_path, generated, references, scores (metric -> value or None).
 
     The HTML page lists every image, best `sort_by` first; the PNG grid shows the best and the worst
@@ -127,17 +104,33 @@ def write_report(entries: List[dict], html_path: str, png_path: str, title: str,
         handle.write(page)
 
     shown = ranked[:grid_each] + ranked[-grid_each:] if len(ranked) > 2 * grid_each else ranked
-    columns = min(4, max(1, len(shown)))
-    tiles = [_tile(entry["image_path"], entry["generated"], entry["references"],
-                   f"{sort_by} {entry['scores'].get(sort_by) or 0.0:.3f}") for entry in shown]
-    width, height = tiles[0].size
-    grid_rows = (len(tiles) + columns - 1) // columns
-    grid = Image.new("RGB", (columns * width, grid_rows * height + 30), "white")
-    ImageDraw.Draw(grid).text((6, 6), f"{title}: best {min(grid_each, len(ranked))} and worst by {sort_by}",
-                              fill="black", font=_font(16))
-    for index, tile in enumerate(tiles):
-        grid.paste(tile, ((index % columns) * width, 30 + (index // columns) * height))
-    grid.save(png_path)
+    write_grid(shown, png_path, f"{title}: best {min(grid_each, len(ranked))} and worst by {sort_by}"
+               if len(ranked) > 2 * grid_each else f"{title}, best {sort_by} first", sort_by)
+
+
+def write_grid(entries: List[dict], png_path: str, title: str, sort_by: str, columns: int = 4) -> None:
+    """A PNG grid of images, each with its generated caption (bold), its score and two references."""
+    pyplot = _pyplot()
+    columns = min(columns, max(1, len(entries)))
+    rows = (len(entries) + columns - 1) // columns
+    figure, axes_grid = pyplot.subplots(rows, columns, figsize=(3.2 * columns, 4.3 * rows), squeeze=False)
+    for axes in axes_grid.flat:
+        axes.axis("off")
+    for axes, entry in zip(axes_grid.flat, entries):
+        try:
+            with Image.open(entry["image_path"]) as picture:
+                axes.imshow(picture.convert("RGB"))
+        except (OSError, TypeError, ValueError, AttributeError):
+            axes.text(0.5, 0.5, "image not available", ha="center", va="center", color="grey")
+        score = entry["scores"].get(sort_by) or 0.0
+        references = "\n".join(textwrap.shorten("ref: " + text, 44) for text in entry["references"][:2])
+        axes.set_title("\n".join(textwrap.wrap(entry["generated"], 36)[:3]), fontsize=9, fontweight="bold",
+                       loc="left")
+        axes.text(0, -0.04, f"{sort_by} {score:.3f}\n{references}", transform=axes.transAxes, fontsize=7.5,
+                  va="top", color="dimgrey")
+    figure.suptitle(title, fontsize=12, x=0.01, ha="left")
+    figure.tight_layout()
+    _save(figure, png_path)
 
 
 def attention_figure(image: Image.Image, words: Sequence[str], weights, columns: int = 5,

@@ -49,23 +49,33 @@ def check_scst_config(config: Config) -> None:
 
 class PolicyStep:
     """One REINFORCE update: -sum(advantage * log p(sampled word)) over the real words of the samples,
-    divided by their number, through the training view (the softmax only at real positions)."""
+    divided by their number, through the training view (the softmax only at real positions).
 
-    def __init__(self, model: keras.Model):
+    p is the policy the samples were drawn from: the model's distribution renormalised over the words
+    the decoder may write (`writable`, from CaptionDecoder). With the raw softmax, every lowered sample
+    would hand its probability to the never-sampled <unk>, which then swallows most of the mass.
+    """
+
+    def __init__(self, model: keras.Model, writable: np.ndarray):
         self.model = model
         self.view = build_training_model(model)
         self.optimizer = model.optimizer
+        self.writable = tf.constant(writable, tf.float32)
         self.step = tf.function(self._step, reduce_retracing=True)
 
     def _step(self, image_features, samples, advantages):
         caption_tokens = tf.concat([tf.fill([tf.shape(samples)[0], 1], START_ID), samples[:, :-1]], axis=1)
         real = tf.not_equal(samples, 0)
         words = tf.boolean_mask(samples, real)
-        word_rows = tf.boolean_mask(tf.broadcast_to(tf.range(tf.shape(samples)[0])[:, None], tf.shape(samples)), real)
+        shape = tf.shape(samples)
+        word_rows = tf.boolean_mask(tf.broadcast_to(tf.range(shape[0])[:, None], shape), real)
+        first_word = tf.boolean_mask(tf.broadcast_to(tf.range(shape[1])[None, :] == 0, shape), real)
+        writable = tf.gather(self.writable, tf.where(first_word, 0, 1))
         with tf.GradientTape() as tape:
             probabilities = self.view({"image_features": image_features, "caption_tokens": caption_tokens,
                                        "next_words": samples}, training=False)
-            log_probabilities = tf.math.log(tf.gather(probabilities, words, batch_dims=1) + 1e-12)
+            log_probabilities = (tf.math.log(tf.gather(probabilities, words, batch_dims=1) + 1e-12)
+                                 - tf.math.log(tf.reduce_sum(probabilities * writable, axis=-1) + 1e-12))
             weights = tf.gather(advantages, word_rows)
             loss = -tf.reduce_sum(weights * log_probabilities) / tf.cast(tf.size(words), tf.float32)
         variables = self.model.trainable_variables
@@ -124,10 +134,11 @@ def train_scst(config: Config) -> dict:
         raise ValueError(f"{run_dir}: no training image has features and captions; run preprocess.py again")
     length = metadata["max_caption_length"]
     xe_path, state_path, last_path = (os.path.join(run_dir, name) for name in (XE_MODEL, SCST_STATE, LAST_SCST_MODEL))
-    xe_epochs = 0  # cross-entropy epochs before this phase, for history.csv's epoch numbers
+    xe_epochs, xe_kept = 0, 0  # cross-entropy epochs before this phase (history.csv's numbers), and the kept one
     if os.path.exists(os.path.join(run_dir, STATE)):
         with open(os.path.join(run_dir, STATE), encoding="utf-8") as handle:
-            xe_epochs = json.load(handle)["epochs_done"]
+            xe_state = json.load(handle)
+        xe_epochs, xe_kept = xe_state["epochs_done"], xe_state.get("best_epoch", 0)
     if not os.path.exists(xe_path):
         shutil.copyfile(os.path.join(run_dir, BEST_MODEL), xe_path)  # kept for comparison and restarts
     phase = dataclasses.replace(config, epochs=config.scst_epochs, patience=config.scst_patience)
@@ -166,11 +177,11 @@ def train_scst(config: Config) -> dict:
         state.update(best=start["dev_cider"], best_epoch=0, monitor="cider")
         print(f"self-critical training from {XE_MODEL}: greedy dev CIDEr-D {start['dev_cider']:.4f}, "
               f"BLEU-4 {start['dev_bleu4']:.4f}")
-    policy_step = PolicyStep(model)
+    policy_step = PolicyStep(model, sampler.writable)
     reward = CiderD([captions["train"][name] for name in names], vocabulary.tokens, count_end=True)
     rows = np.array([image_rows[name] for name in names])
     bookkeeping = EpochBookkeeping(run_dir, phase, "cider", state, dev_scorer, model, objective="scst",
-                                   epoch_offset=xe_epochs)
+                                   epoch_offset=xe_epochs, kept_before=xe_kept)
     bookkeeping.set_model(model)
     rng = np.random.default_rng(config.seed + state["epochs_done"])
     print(f"self-critical training on {len(names)} images, {config.scst_samples} samples each, baseline "

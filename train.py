@@ -95,11 +95,12 @@ class EpochBookkeeping(keras.callbacks.Callback):
 
     def __init__(self, run_dir: str, config: Config, monitor: str, state: dict,
                  dev_scorer: Optional[DevScorer], captioner: keras.Model, writes: bool = True,
-                 objective: str = "xe", epoch_offset: int = 0):
+                 objective: str = "xe", epoch_offset: int = 0, kept_before: int = 0):
         """`objective` "scst": the self-critical phase, with its own checkpoint and state files; its
-        epochs are counted after the `epoch_offset` cross-entropy epochs in history.csv."""
+        epochs are counted after the `epoch_offset` cross-entropy epochs in history.csv, and until it
+        improves, model.keras is still the one of epoch `kept_before` (the curves mark it)."""
         super().__init__()
-        self.objective, self.epoch_offset = objective, epoch_offset
+        self.objective, self.epoch_offset, self.kept_before = objective, epoch_offset, kept_before
         self.last_model, self.state_file = (LAST_MODEL, STATE) if objective == "xe" else (LAST_SCST_MODEL, SCST_STATE)
         self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
         # What is saved: the captioner, while Keras fits (and hands this callback) its training view.
@@ -148,8 +149,9 @@ class EpochBookkeeping(keras.callbacks.Callback):
                         if key not in ("epoch", "objective"):
                             tf.summary.scalar(key, value, step=int(row["epoch"]))
                 self.summaries.flush()
+            kept = self.epoch_offset + self.best_epoch if self.best_epoch else self.kept_before
             plot_training_curves(read_history(os.path.join(self.run_dir, HISTORY)),
-                                 os.path.join(self.run_dir, CURVES))
+                                 os.path.join(self.run_dir, CURVES), kept or None)
         shown = "  ".join(f"{key} {row[key]:.4f}" for key in SHOWN_COLUMNS if key in row)
         phase = "" if self.objective == "xe" else f"{self.objective} "
         print(f"{phase}epoch {done}/{self.config.epochs}  {shown}  ({row['seconds']:.0f} s)"

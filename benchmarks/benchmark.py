@@ -365,7 +365,8 @@ def bench_scst(image_count: int, passes: int):
     keras.utils.set_random_seed(0)
     model = build_model(config, len(vocabulary), (1280,))
     compile_model(model, config.learning_rate)
-    sampler, policy_step = CaptionDecoder(model, length), PolicyStep(model)
+    sampler = CaptionDecoder(model, length)
+    policy_step = PolicyStep(model, sampler.writable)
     reward_seconds, reward = timed(CiderD, references, vocabulary.tokens)
     image_rows = np.arange(image_count)
     warm = image_rows[:64]

@@ -27,7 +27,12 @@ def _next_word_log_probabilities(predict, image_features, prefix, step, no_repea
     with np.errstate(divide="ignore"):
         log_probabilities = np.log(probabilities.astype(np.float64))
     log_probabilities[[PAD_ID, START_ID, UNK_ID]] = -np.inf
-    if step == 0 or prefix[-1] in banned_endings:
+    if step == 0:
+        log_probabilities[END_ID] = -np.inf
+    # Renormalised over the words that may be written; the optional rules below only remove words.
+    allowed = np.isfinite(log_probabilities)
+    log_probabilities[allowed] -= np.log(np.exp(log_probabilities[allowed]).sum())
+    if step > 0 and prefix[-1] in banned_endings:
         log_probabilities[END_ID] = -np.inf
     words, n = prefix[1:], no_repeat_ngram_size
     if n:

@@ -3,7 +3,8 @@
 Trains a tiny run (generated shapes, untrained encoder), starts `streamlit run app.py` on a free
 localhost port, uploads one image through the page's file input, waits for the caption, and checks
 that it is the caption predict.py gives for the same file. Exit status 0 only when that holds.
-Optionally saves a screenshot: --run_dir DIR uses an existing trained run (e.g. Flickr8k) instead.
+Optionally saves a screenshot: --run_dir DIR uses an existing trained run (e.g. Flickr8k) instead,
+--package DIR --weights PATH the pretrained package (the page's first choice) with those encoder weights.
 """
 from __future__ import annotations
 
@@ -92,6 +93,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", default="", help="an existing trained run (default: train a tiny one)")
     parser.add_argument("--image", default="", help="image to upload (default: one of the tiny run's)")
+    parser.add_argument("--package", default="", help="the pretrained package, captioning with --weights")
+    parser.add_argument("--weights", default="", help="with --package: its encoder weights file")
     parser.add_argument("--screenshot", default="", help="save a PNG of the page with its caption")
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -100,7 +103,11 @@ def main() -> int:
         print("SKIPPED: chromium and chromedriver are not installed (tests/browser_check.sh installs them)")
         return 0
     with tempfile.TemporaryDirectory() as root:
-        if args.run_dir:
+        package = os.path.join(root, "no_package")
+        if args.package:
+            run_dir, image, package = os.path.join(root, "runs", "none"), os.path.abspath(args.image), \
+                os.path.abspath(args.package)
+        elif args.run_dir:
             # A runs folder holding only this run, so the page selects it.
             run_dir, image = os.path.join(root, "runs", os.path.basename(os.path.normpath(args.run_dir))), \
                 os.path.abspath(args.image)
@@ -108,10 +115,12 @@ def main() -> int:
             os.symlink(os.path.abspath(args.run_dir), run_dir)
         else:
             run_dir, image = tiny_run(root)
-        expected = subprocess.run([sys.executable, os.path.join(PROJECT, "predict.py"), "--run_dir", run_dir,
+        chosen = ["--run_dir", package, "--weights", args.weights] if args.package else ["--run_dir", run_dir]
+        expected = subprocess.run([sys.executable, os.path.join(PROJECT, "predict.py"), *chosen,
                                    "--image_path", image], check=True, capture_output=True, text=True).stdout.strip()
         port = free_port()
-        environment = dict(os.environ, CAPTION_RUNS_DIR=os.path.dirname(run_dir))
+        environment = dict(os.environ, CAPTION_RUNS_DIR=os.path.dirname(run_dir), CAPTION_PRETRAINED_DIR=package,
+                           CAPTION_WEIGHTS=args.weights)
         server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", os.path.join(PROJECT, "app.py"),
                                    "--server.port", str(port), "--server.address", "127.0.0.1",
                                    "--server.headless", "true", "--browser.gatherUsageStats", "false"],

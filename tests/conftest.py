@@ -57,6 +57,18 @@ def trained_run(tmp_path_factory) -> Config:
 
 
 @pytest.fixture(scope="session")
+def tiny_package(trained_run, tmp_path_factory) -> str:
+    """The tiny trained run (untrained encoder) packaged as package.py packages pretrained/ (read-only)."""
+    import dataclasses
+
+    from package import package
+
+    folder = str(tmp_path_factory.mktemp("package") / "tiny_package")
+    package(dataclasses.replace(trained_run, package_dir=folder, reference_images=None))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def attention_run(tmp_path_factory) -> Config:
     """The tiny dataset with spatial features and an attention decoder trained for one epoch (read-only)."""
     from train import train

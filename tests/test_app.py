@@ -14,8 +14,10 @@ streamlit_testing = pytest.importorskip("streamlit.testing.v1")
 APP = os.path.join(PROJECT, "app.py")
 
 
-def open_app(runs_dir, monkeypatch):
+def open_app(runs_dir, monkeypatch, package_dir=None):
     monkeypatch.setenv("CAPTION_RUNS_DIR", str(runs_dir))
+    # The runs under test come first unless a test asks for a package.
+    monkeypatch.setenv("CAPTION_PRETRAINED_DIR", str(package_dir or os.path.join(str(runs_dir), "no_package")))
     app = streamlit_testing.AppTest.from_file(APP, default_timeout=300)
     app.run()
     assert not app.exception, app.exception
@@ -137,3 +139,29 @@ def test_an_attention_run_also_shows_where_it_looked(attention_run, trained_run,
     captions = [caption for image in app.image for caption in image.captions]
     assert "photo.jpg" in captions
     assert not any(caption.startswith("where the attention decoder looked") for caption in captions)
+
+
+def test_the_pretrained_package_is_the_first_choice_and_its_encoder_is_checked(trained_run, tiny_package, runs_dir,
+                                                                            monkeypatch):
+    from captioner import Captioner
+
+    path, image_bytes = sample_image_bytes(trained_run)
+    app = open_app(runs_dir, monkeypatch, package_dir=tiny_package)
+    assert app.sidebar.selectbox[0].options == ["pretrained captioner (Flickr8k, MobileNetV2)", "tiny"]
+    assert any(caption.value.startswith("encoder check: cosine 1.0000") for caption in app.sidebar.caption)
+    app.file_uploader[0].set_value(("photo.jpg", image_bytes, "image/jpeg"))
+    app.run()
+    assert not app.exception and not app.error
+    packaged = Captioner(tiny_package)
+    _, features, _ = packaged.image_features([path])
+    assert f"**{packaged.caption_features(features, beam_size=1)[0]}**" in [markdown.value for markdown in app.markdown]
+    # The same page with encoder weights other than the package's: the check warns.
+    import keras
+
+    keras.utils.set_random_seed(99)
+    other = str(runs_dir.parent / "other.weights.h5")
+    keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
+                                   input_shape=(224, 224, 3)).save_weights(other)
+    monkeypatch.setenv("CAPTION_WEIGHTS", other)
+    app = open_app(runs_dir, monkeypatch, package_dir=tiny_package)
+    assert any("differ from the ones this decoder was trained with" in warning.value for warning in app.warning)

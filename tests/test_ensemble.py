@@ -16,14 +16,16 @@ def two_copies(trained_run, tmp_path):
     return copies
 
 
-def test_an_ensemble_of_two_copies_captions_like_one_run(trained_run, two_copies):
+def test_an_ensemble_of_two_copies_captions_like_one_run(trained_run, two_copies, capsys):
+    import evaluate
+    import predict
+
     first, second = two_copies
-    arguments = ("--data_dir", trained_run.data_dir, "--split", "dev")
-    single = run_cli("evaluate.py", "--run_dir", first, *arguments)
-    assert single.returncode == 0, single.stderr
-    pair = run_cli("evaluate.py", "--run_dir", first, second, *arguments)
-    assert pair.returncode == 0, pair.stderr
-    assert "ensemble of 2 merge decoders" in pair.stdout
+    arguments = ["--data_dir", trained_run.data_dir, "--split", "dev"]
+    # In this process (the scripts' main, without a new TensorFlow start-up per call).
+    assert evaluate.main(["--run_dir", first, *arguments]) == 0
+    assert evaluate.main(["--run_dir", first, second, *arguments]) == 0
+    assert "ensemble of 2 merge decoders" in capsys.readouterr().out
     alone = read_json(first, "evaluation_dev_beam3.json")
     together = read_json(first, "evaluation_dev_beam3_ensemble2.json")
     assert together["ensemble"] == [first, second]
@@ -33,12 +35,11 @@ def test_an_ensemble_of_two_copies_captions_like_one_run(trained_run, two_copies
 
     image = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
     output = os.path.join(first, "pair.json")
-    predicted = run_cli("predict.py", "--run_dir", first, second, "--image_path", image, "--output", output)
-    assert predicted.returncode == 0, predicted.stderr
+    assert predict.main(["--run_dir", first, second, "--image_path", image, "--output", output]) == 0
     with open(output, encoding="utf-8") as handle:
         assert json.load(handle)["run_dir"] == [first, second]
-    refused = run_cli("predict.py", "--run_dir", first, second, "--image_path", image, "--attention_map", "x.png")
-    assert refused.returncode == 2 and "not an ensemble's" in refused.stderr
+    with pytest.raises(ValueError, match="not an ensemble's"):
+        predict.main(["--run_dir", first, second, "--image_path", image, "--attention_map", "x.png"])
 
 
 @pytest.mark.parametrize("change", ["vocabulary", "encoder"])
@@ -64,13 +65,14 @@ def test_runs_that_do_not_match_are_refused_with_one_line(trained_run, two_copie
     assert len(lines) == 1 and lines[0].startswith(expected)
 
 
-def test_decoding_rules_and_caption_statistics_from_the_command_line(trained_run):
-    arguments = ("--run_dir", trained_run.run_dir, "--data_dir", trained_run.data_dir, "--split", "dev",
-                 "--beam_size", "1")
-    plain = run_cli("evaluate.py", *arguments)
-    ruled = run_cli("evaluate.py", *arguments, "--no_repeat_ngram_size", "2", "--block_bad_endings")
-    assert plain.returncode == 0 and ruled.returncode == 0, ruled.stderr
-    assert "no repeated 2-grams, no bad endings" in ruled.stdout
+def test_decoding_rules_and_caption_statistics_from_the_command_line(trained_run, capsys):
+    import evaluate
+
+    arguments = ["--run_dir", trained_run.run_dir, "--data_dir", trained_run.data_dir, "--split", "dev",
+                 "--beam_size", "1"]
+    assert evaluate.main(arguments) == 0
+    assert evaluate.main([*arguments, "--no_repeat_ngram_size", "2", "--block_bad_endings"]) == 0
+    assert "no repeated 2-grams, no bad endings" in capsys.readouterr().out
     result = read_json(trained_run.run_dir, "evaluation_dev_norepeat2_noendings.json")
     statistics = result["caption_statistics"]
     captions = [entry["generated"] for entry in result["captions"].values()]

@@ -112,7 +112,7 @@ def test_bad_caption_file_is_one_line_and_writes_nothing(tiny_dataset, tmp_path)
 def test_auto_weights_offline_stops_a_real_dataset_and_warns_for_the_sample(tiny_dataset, monkeypatch):
     def no_network(encoder, weights, seed=7, features="global"):
         if weights == "imagenet":
-            raise OSError("URL fetch failure: no network")
+            raise encoders.WeightsUnavailable(encoder, "URL fetch failure: no network")
         return "untrained encoder"
     monkeypatch.setattr(encoders, "build_encoder", no_network)
     with pytest.raises(ValueError, match="--weights PATH .* --weights none"):
@@ -151,7 +151,8 @@ def test_train_keeps_best_model_by_dev_cider_and_resumes(trained_run, tmp_path):
     best_row = max(history, key=lambda row: row["dev_cider"])  # ties: the first, as training keeps it
     assert state["best"] == pytest.approx(best_row["dev_cider"]) and state["best_epoch"] == best_row["epoch"]
     with Image.open(os.path.join(run_dir, "training_curves.png")) as curves:
-        assert curves.size[0] > 500
+        curves.verify()  # a complete, valid PNG
+        assert curves.format == "PNG" and curves.size == (1100, 440)
     with pytest.raises(ValueError, match="--monitor cider"):
         train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True, monitor="val_loss"))
     resumed = train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True, eval_every=2))
@@ -275,7 +276,8 @@ def test_evaluate_scores_with_coco_metrics_and_writes_json_and_report(trained_ru
     page = open(os.path.join(trained_run.run_dir, "report_dev_beam3.html"), encoding="utf-8").read()
     assert page.count("<tr><td>") == 3 and all(name in page for name in report["captions"])
     with Image.open(os.path.join(trained_run.run_dir, "report_dev_beam3.png")) as grid:
-        assert grid.size[1] > 224
+        grid.verify()
+        assert grid.format == "PNG" and grid.size == (960, 430)  # one row of three tiles, 320 x 430 each
 
 
 def test_evaluate_a_captions_file_needs_only_the_caption_files(trained_run, tmp_path):
@@ -376,3 +378,24 @@ def test_preprocess_reads_your_own_captions_file(tiny_dataset, tmp_path):
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [f"error: --captions_file {captions_file}: give --images_dir, "
                                                    f"the folder its image names are in"]
+
+
+def test_training_curves_shade_the_self_critical_epochs_and_mark_the_kept_one(tmp_path):
+    from report import plot_training_curves
+
+    cross_entropy = [{"epoch": float(epoch), "objective": "xe", "loss": 4.0 - epoch / 4, "val_loss": 3.5 - epoch / 8,
+                      "dev_bleu4": 0.1 + epoch / 100, "dev_cider": 0.3 + epoch / 50} for epoch in range(1, 6)]
+    self_critical = [{"epoch": float(epoch), "objective": "scst", "scst_loss": -0.05, "reward": 0.4 + epoch / 50,
+                      "dev_bleu4": 0.16, "dev_cider": 0.42 + epoch / 100} for epoch in range(6, 10)]
+    shading = np.array([255, 239, 225])  # matplotlib's tab:orange at alpha 0.12 over white
+
+    def shaded_pixels(history, name):
+        path = str(tmp_path / name)
+        plot_training_curves(history, path, kept_epoch=8)
+        with Image.open(path) as picture:
+            assert picture.format == "PNG" and picture.size == (1100, 440)
+            pixels = np.asarray(picture.convert("RGB"), dtype=int)
+        return int((np.abs(pixels - shading).max(axis=-1) <= 1).sum())
+
+    assert shaded_pixels(cross_entropy, "xe.png") < 500  # a few edge pixels of the orange dev-loss line
+    assert shaded_pixels(cross_entropy + self_critical, "both.png") > 20_000  # both panels' self-critical bands

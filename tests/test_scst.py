@@ -49,18 +49,27 @@ def test_a_positive_advantage_makes_the_sample_more_likely(trained_run):
     model = keras.models.load_model(os.path.join(trained_run.run_dir, "model.keras"), compile=False)
     compile_model(model, 0.01)
     image_features = np.asarray(features[[0, 0]], np.float32)
-    samples = CaptionDecoder(model, metadata["max_caption_length"]).sample(image_features[:1], 2)
+    sampler = CaptionDecoder(model, metadata["max_caption_length"])
+    samples = sampler.sample(image_features[:1], 2)
 
     def log_probability(row):
+        """The sample's log-probability under the policy: the model renormalised over writable words."""
         tokens = np.concatenate([[START_ID], samples[row]])
         probabilities = model([image_features[:1], tokens[None, :-1]], training=False).numpy()[0]
         real = samples[row] != 0
-        return float(np.log(probabilities[np.arange(len(samples[row])), samples[row]][real]).sum())
+        writable = sampler.writable[np.minimum(np.arange(len(samples[row])), 1)]
+        policy = probabilities / (probabilities * writable).sum(axis=1, keepdims=True)
+        return float(np.log(policy[np.arange(len(samples[row])), samples[row]][real]).sum())
 
     before = [log_probability(0), log_probability(1)]
-    step = PolicyStep(model)
-    for _ in range(3):
-        step(image_features, samples, np.array([1.0, -1.0], np.float32))
+    step = PolicyStep(model, sampler.writable)
+    advantages = np.array([1.0, -1.0], np.float32)
+    words = int((samples != 0).sum())
+    # The step's loss is -sum(advantage * log-probability of each word) / words, before its update.
+    expected_loss = -(advantages[0] * before[0] + advantages[1] * before[1]) / words
+    assert step(image_features, samples, advantages) == pytest.approx(expected_loss, rel=1e-4, abs=1e-5)
+    for _ in range(2):
+        step(image_features, samples, advantages)
     after = [log_probability(0), log_probability(1)]
     if (samples[0] != samples[1]).any():
         assert after[0] > before[0] and after[1] < before[1]

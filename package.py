@@ -1,0 +1,173 @@
+"""Stage 5: turn a trained run into a small, self-contained captioner package (the shipped `pretrained/`).
+
+    python package.py --run_dir runs/pretrained --package_dir pretrained/flickr8k_mobilenet_v2
+
+The package holds what captioning needs and nothing more: the decoder (`model.keras`, weights in
+float16 when that keeps the greedy and beam-3 dev BLEU-4 and CIDEr-D to three decimals, else float32),
+the vocabulary, and metadata (encoder, the weights its features came from, the training commands, dev
+scores, date). It also holds a few reference images with the features the decoder was trained on, so
+predict.py and the web page can check that the encoder a user loads is the same
+(`encoder_check/`). Encoder weights are never included: the package names ImageNet weights, which
+Keras downloads on first use (`--weights PATH` replaces them offline).
+A README.md already in the package folder is kept.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+from config import Config, parse_config, quiet_tensorflow, run_script
+
+quiet_tensorflow()
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from captioner import ENCODER_CHECK_DIR, ENCODER_CHECK_THRESHOLD, Captioner, with_dtype  # noqa: E402
+from decoding import CaptionDecoder  # noqa: E402
+from encoders import load_image  # noqa: E402
+from feature_store import open_features  # noqa: E402
+from metrics import coco_scores  # noqa: E402
+from preprocess import write_json  # noqa: E402
+
+PACKAGE_FLAGS = ("run_dir", "package_dir", "reference_images", "decode_batch_size")
+KEPT_METADATA = ("dataset", "encoder", "encoder_seed", "input_size", "features", "feature_dim", "feature_shape",
+                 "feature_store", "vocabulary_size", "min_word_count", "max_caption_length", "images",
+                 "training_captions")
+CHECKED_METRICS = ("BLEU-4", "CIDEr-D")
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dev_scores(model, captioner: Captioner, features: np.ndarray, references: list, batch_size: int) -> dict:
+    """Greedy and beam-3 dev BLEU-4 and CIDEr-D of `model` (the captioner's or a copy of it)."""
+    decoder = CaptionDecoder(model, captioner.max_length)
+    scores = {}
+    for name, beam_size in (("greedy", 1), ("beam3", 3)):
+        captions = decoder.captions(features, captioner.vocabulary, beam_size, 0.0, batch_size)
+        corpus = coco_scores(references, captions, metrics=CHECKED_METRICS).corpus
+        scores[name] = {metric: round(corpus[metric], 4) for metric in CHECKED_METRICS}
+    return scores
+
+
+def same_to_three_decimals(first: dict, second: dict) -> bool:
+    return all(round(first[kind][metric], 3) == round(second[kind][metric], 3)
+               for kind in first for metric in CHECKED_METRICS)
+
+
+def read_json(path: str, default=None):
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def training_commands(run_dir: str) -> list:
+    """The train.py settings of each phase, from the configurations the run saved."""
+    phases = []
+    for name in ("config_preprocess.json", "config_train.json", "config_train_scst.json"):
+        config = read_json(os.path.join(run_dir, name))
+        if config:
+            phases.append({"file": name, "config": config})
+    return phases
+
+
+def write_reference_images(captioner: Captioner, names: list, image_dir: str, package_dir: str) -> tuple:
+    """Copies the reference images (as the square JPEGs the encoder sees) and stores their features;
+    returns their file names and features."""
+    folder = os.path.join(package_dir, ENCODER_CHECK_DIR)
+    os.makedirs(folder, exist_ok=True)
+    size = captioner.metadata["input_size"]
+    written = []
+    for name in names:
+        source = name if os.path.isfile(name) else os.path.join(image_dir, name)
+        pixels, _ = load_image(source, size)
+        target = os.path.join(folder, os.path.splitext(os.path.basename(name))[0] + ".jpg")
+        Image.fromarray(pixels.astype(np.uint8)).save(target, quality=92)
+        written.append(os.path.basename(target))
+    # Features of the files as stored, so a user's check reads exactly these pixels.
+    _, features, errors = captioner.image_features([os.path.join(folder, name) for name in written])
+    if errors:
+        raise ValueError(f"reference image unreadable: {errors[0]}")
+    np.save(os.path.join(folder, "features.npy"), features.astype(np.float32))
+    return written, features
+
+
+def package(config: Config) -> dict:
+    run_dir = config.resolved_run_dir()
+    captioner = Captioner(run_dir)
+    metadata, package_dir = captioner.metadata, config.package_dir
+    if metadata["weights"] == "none":
+        print(f"WARNING: {run_dir} was trained on an UNTRAINED encoder (--weights none): the package will "
+              f"caption colours and layout only (useful for tests, not for photos)", file=sys.stderr)
+    captions = read_json(os.path.join(run_dir, "captions.json"))
+    features, rows = open_features(run_dir, metadata)
+    dev_names = [name for name in captions["dev"] if name in rows]
+    if not dev_names:
+        raise ValueError(f"{run_dir}: no dev image has features; the package's scores are measured on dev")
+    dev_features = np.asarray(features[[rows[name] for name in dev_names]], np.float32)
+    references = [captions["dev"][name] for name in dev_names]
+
+    model = captioner.model
+    half = with_dtype(model, "float16")
+    scores_float32 = dev_scores(model, captioner, dev_features, references, config.decode_batch_size)
+    # Scored as a user will run it: stored in float16, widened to float32 on load.
+    scores_float16 = dev_scores(with_dtype(half, "float32"), captioner, dev_features, references,
+                                config.decode_batch_size)
+    use_half = same_to_three_decimals(scores_float32, scores_float16)
+    print(f"dev scores float32 {scores_float32}; float16 {scores_float16}: "
+          f"{'float16 keeps them to 3 decimals' if use_half else 'float16 changes them: keeping float32'}")
+
+    os.makedirs(package_dir, exist_ok=True)
+    (half if use_half else model).save(os.path.join(package_dir, "model.keras"))
+    shutil.copyfile(os.path.join(run_dir, "vocabulary.json"), os.path.join(package_dir, "vocabulary.json"))
+    reference_names = config.reference_images or dev_names[:4]
+    images, reference_features = write_reference_images(captioner, reference_names, metadata.get("image_dir", ""),
+                                                        package_dir)
+    stored = with_dtype(half, "float32") if use_half else model
+    # What the package says about its own reference images: a user's check that decoding is the same.
+    reference_captions = CaptionDecoder(stored, captioner.max_length).captions(reference_features,
+                                                                              captioner.vocabulary, 1, 0.0)
+    trained_with = metadata["weights"]
+    history = read_json(os.path.join(run_dir, "training_state_scst.json")) or \
+        read_json(os.path.join(run_dir, "training_state.json"), {})
+    package_metadata = {
+        **{key: metadata[key] for key in KEPT_METADATA if key in metadata},
+        # What a user's encoder loads: Keras's ImageNet weights, unless --weights names a file.
+        "weights": "none" if trained_with == "none" else "imagenet",
+        "encoder_check": {
+            "images": images, "threshold": ENCODER_CHECK_THRESHOLD, "greedy_captions": reference_captions,
+            "trained_with": os.path.basename(trained_with) if os.path.isfile(trained_with) else trained_with,
+            "trained_with_sha256": sha256(trained_with) if os.path.isfile(trained_with) else "",
+        },
+        "weights_precision": "float16" if use_half else "float32",
+        "dev_scores": {"images": len(dev_names), "float32": scores_float32, "float16": scores_float16},
+        "source_run": {"run_dir": os.path.abspath(run_dir), "training_state": history,
+                       "settings": training_commands(run_dir)},
+        "packaged": datetime.date.today().isoformat(),
+    }
+    write_json(os.path.join(package_dir, "metadata.json"), package_metadata)
+    size = sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(package_dir)
+               for name in names if not name.startswith("evaluation_"))
+    print(f"wrote {package_dir} ({size / 1e6:.1f} MB, decoder weights in {package_metadata['weights_precision']}; "
+          f"reference images: {', '.join(images)})")
+    return package_metadata
+
+
+def main(argv: list[str] | None = None) -> int:
+    package(parse_config(PACKAGE_FLAGS, __doc__.splitlines()[0], argv))
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,164 @@
+"""The captioner package (package.py) and the pretrained captioner shipped in pretrained/: float16
+storage, the encoder check both ways, predict.py's default, evaluate.py on a package, damaged files."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import MOBILENET_NOTOP, PROJECT, needs_shared, tiny_config
+from test_pipeline import run_cli
+
+PRETRAINED = os.path.join(PROJECT, "pretrained", "flickr8k_mobilenet_v2")
+has_shared_weights = pytest.mark.skipif(not os.path.isfile(MOBILENET_NOTOP),
+                                        reason=f"the shared MobileNetV2 weights are not at {MOBILENET_NOTOP}")
+
+
+def reference_image(package_dir: str) -> str:
+    metadata = json.load(open(os.path.join(package_dir, "metadata.json"), encoding="utf-8"))
+    return os.path.join(package_dir, "encoder_check", metadata["encoder_check"]["images"][0])
+
+
+def dataclass_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def test_package_stores_float16_weights_and_loads_them_as_float32(tiny_package, trained_run):
+    import keras
+
+    from captioner import Captioner
+
+    metadata = json.load(open(os.path.join(tiny_package, "metadata.json"), encoding="utf-8"))
+    stored = keras.models.load_model(os.path.join(tiny_package, "model.keras"), compile=False)
+    assert metadata["weights_precision"] == "float16"
+    assert {weights.dtype for weights in stored.weights} == {"float16"}
+    packaged, original = Captioner(tiny_package), Captioner(trained_run.run_dir)
+    assert {weights.dtype for weights in packaged.model.weights} == {"float32"}
+    for widened, full in zip(packaged.model.get_weights(), original.model.get_weights()):
+        np.testing.assert_allclose(widened, full, rtol=1e-3, atol=1e-4)  # float16's precision
+    assert sorted(os.listdir(tiny_package)) == ["encoder_check", "metadata.json", "model.keras", "vocabulary.json"]
+    assert metadata["dev_scores"]["float16"]["greedy"].keys() == {"BLEU-4", "CIDEr-D"}
+    assert [phase["file"] for phase in metadata["source_run"]["settings"]] == \
+        ["config_preprocess.json", "config_train.json"]
+
+
+def test_encoder_check_passes_with_the_training_encoder_and_warns_with_another(tiny_package, tmp_path, capsys):
+    import keras
+
+    from captioner import ENCODER_CHECK_THRESHOLD, Captioner, check_encoder
+
+    same = Captioner(tiny_package)
+    assert same.encoder_agreement() == pytest.approx(1.0, abs=1e-5)
+    assert check_encoder(same) >= ENCODER_CHECK_THRESHOLD
+    assert "WARNING" not in capsys.readouterr().err
+    # Another encoder of the same architecture: an untrained MobileNetV2 drawn with another seed.
+    keras.utils.set_random_seed(99)
+    other_weights = str(tmp_path / "other.weights.h5")
+    keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
+                                   input_shape=(224, 224, 3)).save_weights(other_weights)
+    other = Captioner(tiny_package, weights=other_weights)
+    agreement = check_encoder(other)
+    assert agreement < ENCODER_CHECK_THRESHOLD
+    warning = capsys.readouterr().err
+    assert "WARNING: the encoder weights (other.weights.h5) differ from the ones this decoder was trained with" \
+        in warning and f"cosine {agreement:.3f}" in warning
+
+
+def test_predict_without_run_dir_uses_the_pretrained_package(tiny_package, trained_run, monkeypatch, capsys):
+    import predict as predict_script
+    from captioner import Captioner
+
+    monkeypatch.setattr(predict_script, "PRETRAINED_DIR", tiny_package)
+    image = reference_image(tiny_package)
+    config = dataclass_replace(tiny_config(trained_run.data_dir, ""), data_dir=predict_script.SAMPLE_DATA_DIR,
+                               image_path=[image], weights="auto")
+    assert predict_script.predict(config) == 0
+    caption = capsys.readouterr().out.strip()
+    metadata = json.load(open(os.path.join(tiny_package, "metadata.json"), encoding="utf-8"))
+    assert caption == metadata["encoder_check"]["greedy_captions"][0]
+    captioner = Captioner(tiny_package)
+    _, features, _ = captioner.image_features([image])
+    assert caption == captioner.caption_features(features, beam_size=1)[0]
+
+
+def test_evaluate_scores_a_package_by_encoding_the_split_images(tiny_package, trained_run, tmp_path):
+    package_copy = str(tmp_path / "package")  # evaluate.py writes its scores into the folder
+    shutil.copytree(tiny_package, package_copy)
+    import evaluate
+
+    assert evaluate.main(["--run_dir", package_copy, "--data_dir", trained_run.data_dir, "--split", "dev",
+                          "--beam_size", "1"]) == 0
+    scores = json.load(open(os.path.join(package_copy, "evaluation_dev.json"), encoding="utf-8"))
+    stored = json.load(open(os.path.join(trained_run.run_dir, "captions.json"), encoding="utf-8"))
+    assert scores["images_scored"] == len(stored["dev"]) == 3
+    assert scores["encoder_agreement"] == pytest.approx(1.0, abs=1e-5)  # the encoder check's cosine
+    # The same captions as the run it came from, which reads the features preprocess stored.
+    run_copy = str(tmp_path / "run")
+    shutil.copytree(trained_run.run_dir, run_copy)
+    assert evaluate.main(["--run_dir", run_copy, "--data_dir", trained_run.data_dir, "--split", "dev",
+                          "--beam_size", "1"]) == 0
+    from_run = json.load(open(os.path.join(run_copy, "evaluation_dev.json"), encoding="utf-8"))
+    assert {name: entry["generated"] for name, entry in scores["captions"].items()} == \
+        {name: entry["generated"] for name, entry in from_run["captions"].items()}
+
+
+@pytest.mark.parametrize("damage", ["truncated model", "no vocabulary"])
+def test_a_damaged_package_is_one_clear_line(tiny_package, tmp_path, damage):
+    broken = str(tmp_path / "broken")
+    shutil.copytree(tiny_package, broken)
+    if damage == "truncated model":
+        path = os.path.join(broken, "model.keras")
+        with open(path, "r+b") as handle:
+            handle.truncate(os.path.getsize(path) // 2)
+    else:
+        os.remove(os.path.join(broken, "vocabulary.json"))
+    image = reference_image(tiny_package)
+    result = run_cli("predict.py", "--run_dir", broken, "--image_path", image)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    assert ("model.keras: cannot be read as a Keras model" if damage == "truncated model" else
+            "no vocabulary.json; the run folder is incomplete") in lines[0]
+
+
+def test_offline_without_weights_stops_with_one_line_naming_weights_path(tiny_package, tmp_path, monkeypatch):
+    import keras
+
+    import encoders
+    from captioner import Captioner
+
+    folder = str(tmp_path / "imagenet_package")
+    shutil.copytree(tiny_package, folder)
+    metadata_path = os.path.join(folder, "metadata.json")
+    metadata = json.load(open(metadata_path, encoding="utf-8"))
+    json.dump({**metadata, "weights": "imagenet"}, open(metadata_path, "w", encoding="utf-8"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_cache"))
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -2] Name or service not known")
+    monkeypatch.setattr(keras.src.utils.file_utils, "get_file", no_network)
+    captioner = Captioner(folder)
+    assert "downloading them from Google's storage into" in encoders.weights_note("mobilenet_v2", "imagenet")
+    with pytest.raises(ValueError, match="cannot be downloaded .*: pass --weights PATH"):
+        captioner.encoder()
+
+
+@needs_shared
+@has_shared_weights
+def test_the_shipped_pretrained_captioner_captions_its_reference_images():
+    metadata = json.load(open(os.path.join(PRETRAINED, "metadata.json"), encoding="utf-8"))
+    assert os.path.getsize(os.path.join(PRETRAINED, "model.keras")) < 10e6
+    check = metadata["encoder_check"]
+    images = [os.path.join(PRETRAINED, "encoder_check", name) for name in check["images"]]
+    result = run_cli("predict.py", "--image_path", *images, "--weights", MOBILENET_NOTOP)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr
+    captions = [line.split("\t")[1] for line in result.stdout.splitlines()]
+    assert captions == check["greedy_captions"]
+    untrained = run_cli("predict.py", "--image_path", images[0], "--weights", "none")
+    assert untrained.returncode == 0 and "WARNING: the encoder weights (none) differ" in untrained.stderr
