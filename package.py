@@ -13,6 +13,7 @@ A README.md already in the package folder is kept.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -20,7 +21,7 @@ import os
 import shutil
 import sys
 
-from config import Config, parse_config, quiet_tensorflow, run_script
+from config import PREPROCESS_FLAGS, TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
@@ -72,13 +73,30 @@ def read_json(path: str, default=None):
         return json.load(handle)
 
 
+def command_line(script: str, flags, config: dict) -> str:
+    """The command that gives `config`: the script and every one of its flags that differs from the default."""
+    defaults = dataclasses.asdict(Config())
+    parts = [f"python {script}"]
+    for name in flags:
+        value = config.get(name)
+        if name not in defaults or value == defaults[name] or value in (None, [], ""):
+            continue
+        if isinstance(value, bool):
+            parts.append(f"--{name}")
+        else:
+            parts.append(f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(parts)
+
+
 def training_commands(run_dir: str) -> list:
-    """The train.py settings of each phase, from the configurations the run saved."""
+    """Each phase's command and full settings, from the configurations the run saved."""
     phases = []
-    for name in ("config_preprocess.json", "config_train.json", "config_train_scst.json"):
+    for name, script, flags in (("config_preprocess.json", "preprocess.py", PREPROCESS_FLAGS),
+                                ("config_train.json", "train.py", TRAIN_FLAGS),
+                                ("config_train_scst.json", "train.py", TRAIN_FLAGS)):
         config = read_json(os.path.join(run_dir, name))
         if config:
-            phases.append({"file": name, "config": config})
+            phases.append({"file": name, "command": command_line(script, flags, config), "config": config})
     return phases
 
 
@@ -157,8 +175,10 @@ def package(config: Config) -> dict:
         "packaged": datetime.date.today().isoformat(),
     }
     write_json(os.path.join(package_dir, "metadata.json"), package_metadata)
-    size = sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(package_dir)
-               for name in names if not name.startswith("evaluation_"))
+    files = ["model.keras", "vocabulary.json", "metadata.json", "README.md"] + \
+        [os.path.join(ENCODER_CHECK_DIR, name) for name in images + ["features.npy"]]
+    size = sum(os.path.getsize(os.path.join(package_dir, name)) for name in files
+               if os.path.exists(os.path.join(package_dir, name)))
     print(f"wrote {package_dir} ({size / 1e6:.1f} MB, decoder weights in {package_metadata['weights_precision']}; "
           f"reference images: {', '.join(images)})")
     return package_metadata

@@ -5,14 +5,15 @@
 #
 # FLICKR8K_DIR: Flickr8k in the official or the Kaggle layout (docs/datasets.md).
 # WEIGHTS: imagenet (default; Keras downloads MobileNetV2's weights once) or a local Keras weights
-# file of MobileNetV2 without its top. The run folder is runs/pretrained_flickr8k; an interrupted
-# rebuild continues where it stopped when run again (both training phases resume).
+# file of MobileNetV2 without its top. The run folder is runs/pretrained_flickr8k ($RUN); an
+# interrupted rebuild continues where it stopped when run again (both training phases resume).
+# $PACKAGE (default pretrained/flickr8k_mobilenet_v2) is where the package is written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: pretrained/rebuild.sh FLICKR8K_DIR [WEIGHTS]}
 WEIGHTS=${2:-imagenet}
-RUN=runs/pretrained_flickr8k
-PACKAGE=pretrained/flickr8k_mobilenet_v2
+RUN=${RUN:-runs/pretrained_flickr8k}
+PACKAGE=${PACKAGE:-pretrained/flickr8k_mobilenet_v2}
 PYTHON=${PYTHON:-.venv/bin/python}
 
 # 1. Features and cross-entropy training (the defaults). Skipped once self-critical training has

@@ -1,7 +1,7 @@
 """One epoch of the default merge model on real Flickr8k captions and synthetic 4096-d features, in
 captions per second (BENCHMARKS.md's oneDNN paragraph used 750 images, i.e. 3,750 captions). It fits
-the captioner itself, output layer at every padded position, as train.py did when those numbers were
-measured (train.py now fits model.build_training_model; benchmark.py --stages train compares the two):
+the captioner itself, output layer at every padded position (train.py fits
+model.build_training_model instead; benchmark.py --stages train compares the two):
 
     python benchmarks/probes/train_speed.py ONEDNN JIT LENGTH_WINDOW BATCH [IMAGES]
     python benchmarks/probes/train_speed.py 1 0 0 32 750      # oneDNN on, no XLA, plain shuffle, batch 32
