@@ -26,6 +26,15 @@ ENCODER_CHECK_THRESHOLD = 0.99
 ENCODER_CHECK_DIR = "encoder_check"
 
 
+def cosine_similarities(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Row by row cosine of two feature arrays (one image per row, any feature shape); 0 for a zero row."""
+    # float64 and no epsilon: an untrained encoder's features have norms near 1e-10.
+    first = first.reshape(len(first), -1).astype(np.float64)
+    second = second.reshape(len(second), -1).astype(np.float64)
+    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    return np.where(norms > 0, (first * second).sum(1) / np.where(norms > 0, norms, 1), 0.0)
+
+
 def with_dtype(model, dtype: str):
     """A copy of a Functional model whose layers keep their weights in `dtype` (float16 halves a stored
     model; decoding runs in float32)."""
@@ -183,12 +192,7 @@ class Captioner:
         if errors or len(kept) != len(paths):
             raise ValueError(f"{folder}: reference image unreadable ({errors[0] if errors else 'missing'}); "
                              f"the package is incomplete: copy it again")
-        # float64 and no epsilon: an untrained encoder's features have norms near 1e-10.
-        flat_now = features.reshape(len(paths), -1).astype(np.float64)
-        flat_then = stored.reshape(len(paths), -1).astype(np.float64)
-        norms = np.linalg.norm(flat_now, axis=1) * np.linalg.norm(flat_then, axis=1)
-        cosines = np.where(norms > 0, (flat_now * flat_then).sum(1) / np.where(norms > 0, norms, 1), 0.0)
-        return float(cosines.mean())
+        return float(cosine_similarities(features, stored).mean())
 
     def image_features(self, paths: Sequence[str],
                        batch_size: int = 32) -> Tuple[List[str], np.ndarray, List[ImageError]]:

@@ -49,11 +49,8 @@ class DownloadError(OSError):
 
 
 def _md5(path: str) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def _total_size(response, already: int) -> Optional[int]:

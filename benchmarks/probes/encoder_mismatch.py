@@ -22,15 +22,11 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from captioner import Captioner  # noqa: E402
+from captioner import Captioner, cosine_similarities  # noqa: E402
 from encoders import build_encoder, encode_pixels, load_batches  # noqa: E402
 from feature_store import open_features  # noqa: E402
 from metrics import coco_scores  # noqa: E402
 from train import load_run  # noqa: E402
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
 def round_weights(encoder, bits: int, share: float = 1.0) -> None:
@@ -65,7 +61,7 @@ def main() -> None:
     captioner = Captioner(args.run_dir)
 
     def row(label: str, drifted: np.ndarray) -> None:
-        similarity = cosines(stored, drifted)
+        similarity = cosine_similarities(stored, drifted)
         scores = coco_scores(references, captioner.caption_features(drifted, beam_size=1),
                              metrics=("BLEU-4", "CIDEr-D")).corpus
         print(f"| {label} | {similarity.mean():.4f} | {similarity.min():.4f} | {scores['BLEU-4']:.4f} | "
