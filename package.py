@@ -43,11 +43,8 @@ CHECKED_METRICS = ("BLEU-4", "CIDEr-D")
 
 
 def sha256(path: str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def dev_scores(model, captioner: Captioner, features: np.ndarray, references: list, batch_size: int) -> dict:
@@ -100,19 +97,26 @@ def training_commands(run_dir: str) -> list:
     return phases
 
 
-def write_reference_images(captioner: Captioner, names: list, image_dir: str, package_dir: str) -> tuple:
-    """Copies the reference images (as the square JPEGs the encoder sees) and stores their features;
-    returns their file names and features."""
-    folder = os.path.join(package_dir, ENCODER_CHECK_DIR)
-    os.makedirs(folder, exist_ok=True)
-    size = captioner.metadata["input_size"]
-    written = []
+def read_reference_images(names: list, image_dir: str, size: int) -> list:
+    """(file name in the package, square pixels) of each reference image; a missing or unreadable one
+    raises ImageError here, before anything of the package is written."""
+    images = []
     for name in names:
         source = name if os.path.isfile(name) else os.path.join(image_dir, name)
         pixels, _ = load_image(source, size)
-        target = os.path.join(folder, os.path.splitext(os.path.basename(name))[0] + ".jpg")
-        Image.fromarray(pixels.astype(np.uint8)).save(target, quality=92)
-        written.append(os.path.basename(target))
+        images.append((os.path.splitext(os.path.basename(name))[0] + ".jpg", pixels))
+    return images
+
+
+def write_reference_images(captioner: Captioner, images: list, package_dir: str) -> tuple:
+    """Writes the reference images (as the square JPEGs the encoder sees) and stores their features;
+    returns their file names and features."""
+    folder = os.path.join(package_dir, ENCODER_CHECK_DIR)
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, pixels in images:
+        Image.fromarray(pixels.astype(np.uint8)).save(os.path.join(folder, name), quality=92)
+        written.append(name)
     # Features of the files as stored, so a user's check reads exactly these pixels.
     _, features, errors = captioner.image_features([os.path.join(folder, name) for name in written])
     if errors:
@@ -135,13 +139,14 @@ def package(config: Config) -> dict:
         raise ValueError(f"{run_dir}: no dev image has features; the package's scores are measured on dev")
     dev_features = np.asarray(features[[rows[name] for name in dev_names]], np.float32)
     references = [captions["dev"][name] for name in dev_names]
+    reference_images = read_reference_images(config.reference_images or dev_names[:4],
+                                             metadata.get("image_dir", ""), metadata["input_size"])
 
     model = captioner.model
     half = with_dtype(model, "float16")
+    widened = with_dtype(half, "float32")  # the float16 model as a user runs it: widened to float32 on load
     scores_float32 = dev_scores(model, captioner, dev_features, references, config.decode_batch_size)
-    # Scored as a user will run it: stored in float16, widened to float32 on load.
-    scores_float16 = dev_scores(with_dtype(half, "float32"), captioner, dev_features, references,
-                                config.decode_batch_size)
+    scores_float16 = dev_scores(widened, captioner, dev_features, references, config.decode_batch_size)
     use_half = same_to_three_decimals(scores_float32, scores_float16)
     print(f"dev scores float32 {scores_float32}; float16 {scores_float16}: "
           f"{'float16 keeps them to 3 decimals' if use_half else 'float16 changes them: keeping float32'}")
@@ -149,13 +154,10 @@ def package(config: Config) -> dict:
     os.makedirs(package_dir, exist_ok=True)
     (half if use_half else model).save(os.path.join(package_dir, "model.keras"))
     shutil.copyfile(os.path.join(run_dir, "vocabulary.json"), os.path.join(package_dir, "vocabulary.json"))
-    reference_names = config.reference_images or dev_names[:4]
-    images, reference_features = write_reference_images(captioner, reference_names, metadata.get("image_dir", ""),
-                                                        package_dir)
-    stored = with_dtype(half, "float32") if use_half else model
+    images, reference_features = write_reference_images(captioner, reference_images, package_dir)
     # What the package says about its own reference images: a user's check that decoding is the same.
-    reference_captions = CaptionDecoder(stored, captioner.max_length).captions(reference_features,
-                                                                              captioner.vocabulary, 1, 0.0)
+    reference_captions = CaptionDecoder(widened if use_half else model, captioner.max_length).captions(
+        reference_features, captioner.vocabulary, 1, 0.0)
     trained_with = metadata["weights"]
     history = read_json(os.path.join(run_dir, "training_state_scst.json")) or \
         read_json(os.path.join(run_dir, "training_state.json"), {})

@@ -2,6 +2,7 @@
 storage, the encoder check both ways, predict.py's default, evaluate.py on a package, damaged files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,12 +21,6 @@ has_shared_weights = pytest.mark.skipif(not os.path.isfile(MOBILENET_NOTOP),
 def reference_image(package_dir: str) -> str:
     metadata = json.load(open(os.path.join(package_dir, "metadata.json"), encoding="utf-8"))
     return os.path.join(package_dir, "encoder_check", metadata["encoder_check"]["images"][0])
-
-
-def dataclass_replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 def test_package_stores_float16_weights_and_loads_them_as_float32(tiny_package, trained_run):
@@ -78,7 +73,7 @@ def test_predict_without_run_dir_uses_the_pretrained_package(tiny_package, train
 
     monkeypatch.setattr(predict_script, "PRETRAINED_DIR", tiny_package)
     image = reference_image(tiny_package)
-    config = dataclass_replace(tiny_config(trained_run.data_dir, ""), data_dir=predict_script.SAMPLE_DATA_DIR,
+    config = dataclasses.replace(tiny_config(trained_run.data_dir, ""), data_dir=predict_script.SAMPLE_DATA_DIR,
                                image_path=[image], weights="auto")
     assert predict_script.predict(config) == 0
     caption = capsys.readouterr().out.strip()
@@ -168,3 +163,13 @@ def test_the_shipped_pretrained_captioner_captions_its_reference_images(capsys):
     capsys.readouterr()
     assert check_encoder(Captioner(PRETRAINED, weights="none")) < 0.99  # an untrained encoder
     assert "WARNING: the encoder weights (none) differ" in capsys.readouterr().err
+
+
+def test_package_with_an_unreadable_reference_image_is_one_line_and_writes_nothing(trained_run, tmp_path):
+    folder = tmp_path / "package"
+    result = run_cli("package.py", "--run_dir", trained_run.run_dir, "--package_dir", str(folder),
+                     "--reference_images", str(tmp_path / "not_there.jpg"))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "not_there.jpg: missing file" in lines[0]
+    assert not folder.exists()  # read before anything is written: no half package
