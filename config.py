@@ -123,7 +123,14 @@ class Config:
     report: bool = _option(False, "also write report_<split>.html and report_<split>.png: images with the "
                                   "generated caption, references and per-image scores, best and worst first")
     image_path: list = _option(None, "image file(s) or a folder of images", nargs="+")
-    output: str = _option("", "also write the captions to this JSON file")
+    output: str = _option("", "predict.py: also write the captions to this JSON file; export.py: where the "
+                              "exported model goes (a folder for saved_model, a file for tflite)")
+    format: str = _option("saved_model", "export.py: saved_model (TensorFlow Serving: image bytes in, captions "
+                                         "out) or tflite (LiteRT, for phones: pixels in, greedy caption out)")
+    export_version: int = _option(1, "export.py: the SavedModel goes into OUTPUT/<this number>, the version "
+                                     "folder TensorFlow Serving loads")
+    quantize: bool = _option(False, "export.py --format tflite: store the weights in 8 bits (dynamic-range "
+                                    "quantisation): about a quarter of the size")
     attention_map: str = _option("", "attention decoder: draw where it looked for each word into this PNG "
                                      "(several images: one file each, OUT_<image name>.png)")
 

@@ -237,6 +237,15 @@ class CaptionDecoder:
                 break
         return sequences, scores, lengths
 
+    def best_in_graph(self, image_features, beam_size: int, length_penalty: float = 0.0):
+        """The best caption of each image as (token ids (batch, max_length + 1), log-probability), built
+        from TensorFlow operations only (exported models call it while tracing); beam_size 1 is greedy."""
+        beam_size = min(beam_size, self.vocabulary_size - 3)
+        sequences, scores, lengths = self._beam(image_features, beam_size)  # the tf.function: AutoGraph's loops
+        ranks = scores / tf.maximum(tf.cast(lengths, tf.float32), 1.0) ** length_penalty
+        best = tf.argmax(ranks, axis=1, output_type=tf.int32)  # the first of equals, as beam_search sorts
+        return tf.gather(sequences, best, batch_dims=1), tf.gather(scores, best, batch_dims=1)
+
     def greedy(self, image_features: np.ndarray, batch_size: int = 256) -> List[np.ndarray]:
         """Token ids of the greedy caption of each image (words, <end>, then <pad>)."""
         rows = []
