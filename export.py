@@ -7,7 +7,7 @@
 saved_model: a TensorFlow SavedModel in OUTPUT/<--export_version>/, the layout TensorFlow Serving
 reads. Its `serving_default` signature takes a batch of encoded images (JPEG, PNG, GIF, BMP; any
 size) and returns `captions` and their `log_probabilities`, decoded with the run's --beam_size;
-`image_features` returns what the encoder sees. Decoding, EXIF orientation, transparency and
+`image_features` returns the features the decoder reads. Decoding, EXIF orientation, transparency and
 resizing happen inside, as predict.py does them, so the model needs nothing from this repository.
 
 tflite: a LiteRT (TensorFlow Lite) model for phones, with builtin operations only: one image as
@@ -71,23 +71,40 @@ def check_output(config: Config) -> str:
     return target  # its folder is created only when the model is ready to be written
 
 
-def write_saved_model(captioner: Captioner, target: str) -> None:
-    size = ENCODERS[captioner.metadata["encoder"]].input_size
-    encoder, decoder, tokens = captioner.encoder(), captioner.decoder, captioner.vocabulary.tokens
-    beam_size, length_penalty = captioner.beam_size, captioner.length_penalty
+def features_function(captioner: Captioner):
+    """Pixels (0-255) -> the features predict.py gives the decoder, rounded to the run's store precision
+    (float16 for spatial features) as Captioner.image_features rounds them."""
+    encoder, precision = captioner.encoder(), captioner.metadata["feature_store"]["dtype"]
 
-    def serve(images):
-        features = encoder(batch_pixels(images, size), training=False)
-        token_ids, log_probabilities = decoder.best_in_graph(features, beam_size, length_penalty)
-        return {"captions": caption_strings(token_ids, tokens), "log_probabilities": log_probabilities}
+    def image_features(pixels):
+        features = encoder(tf.cast(pixels, tf.float32), training=False)
+        return tf.cast(tf.cast(features, precision), tf.float32)
 
-    def image_features(images):
-        return {"image_features": encoder(batch_pixels(images, size), training=False)}
+    return image_features
 
+
+def module_with_weights(captioner: Captioner) -> tf.Module:
     module = tf.Module()
     # The TensorFlow variables under the Keras ones, listed once each: tracking the Keras models
     # themselves stores every weight twice.
-    module.weights = [weight.value for model in [encoder, *captioner.models] for weight in model.weights]
+    module.weights = [weight.value for model in [captioner.encoder(), *captioner.models] for weight in model.weights]
+    return module
+
+
+def write_saved_model(captioner: Captioner, target: str) -> None:
+    size = ENCODERS[captioner.metadata["encoder"]].input_size
+    encode, decoder, tokens = features_function(captioner), captioner.decoder, captioner.vocabulary.tokens
+    beam_size, length_penalty = captioner.beam_size, captioner.length_penalty
+
+    def serve(images):
+        token_ids, log_probabilities = decoder.best_in_graph(encode(batch_pixels(images, size)), beam_size,
+                                                             length_penalty)
+        return {"captions": caption_strings(token_ids, tokens), "log_probabilities": log_probabilities}
+
+    def image_features(images):
+        return {"image_features": encode(batch_pixels(images, size))}
+
+    module = module_with_weights(captioner)
     images = tf.TensorSpec([None], tf.string, name="images")
     module.serve = tf.function(serve, input_signature=[images])
     module.image_features = tf.function(image_features, input_signature=[images])
@@ -104,17 +121,15 @@ def write_saved_model(captioner: Captioner, target: str) -> None:
 
 def tflite_bytes(captioner: Captioner, quantize: bool) -> bytes:
     size = ENCODERS[captioner.metadata["encoder"]].input_size
-    encoder, decoder, tokens = captioner.encoder(), captioner.decoder, captioner.vocabulary.tokens
+    encode, decoder, tokens = features_function(captioner), captioner.decoder, captioner.vocabulary.tokens
 
     @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8, name="pixels")])
     def caption(pixels):
-        features = encoder(tf.cast(pixels, tf.float32), training=False)
-        token_ids, _ = decoder.best_in_graph(features, 1)
+        token_ids, _ = decoder.best_in_graph(encode(pixels), 1)
         return {"token_ids": token_ids[0], "words": caption_words(token_ids, tokens)[0]}
 
     # Through a SavedModel, so that the LiteRT model keeps the signature (named inputs and outputs).
-    module = tf.Module()
-    module.weights = [weight.value for model in [encoder, *captioner.models] for weight in model.weights]
+    module = module_with_weights(captioner)
     module.caption = caption
     with tempfile.TemporaryDirectory() as folder:
         tf.saved_model.save(module, folder, signatures={"serving_default": caption})
