@@ -115,8 +115,10 @@ def main() -> None:
                 if run == PACKAGE_CHOICE and "--weights PATH" in str(error) else "")
         st.error(f"{run if run == PACKAGE_CHOICE else 'Run ' + run} cannot caption: {error}{hint}")
         return
-    st.sidebar.markdown(f"**Encoder:** {captioner.metadata['encoder']}  \n"
-                        f"**Weights:** {os.path.basename(str(captioner.weights))}")
+    weights = os.path.basename(str(captioner.weights))
+    if captioner.fine_tuned:
+        weights = f"fine-tuned in this run ({captioner.fine_tuned['file']}), from {weights}"
+    st.sidebar.markdown(f"**Encoder:** {captioner.metadata['encoder']}  \n**Weights:** {weights}")
     if captioner.agreement is not None:
         st.sidebar.caption(f"encoder check: cosine {captioner.agreement:.4f} with the training encoder "
                            f"(threshold {ENCODER_CHECK_THRESHOLD})")

@@ -13,7 +13,7 @@ import numpy as np
 
 import attention  # noqa: F401  (registers the attention layer, so attention models load)
 from decoding import CaptionDecoder, bad_ending_ids, decoder_name
-from config import PROJECT_DIR
+from config import PROJECT_DIR, SAMPLE_DATA_DIR
 from encoders import (ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches, load_image,
                       weights_note)
 from feature_store import feature_shape
@@ -24,6 +24,13 @@ PRETRAINED_DIR = os.path.join(PROJECT_DIR, "pretrained", "flickr8k_mobilenet_v2"
 # evidence behind 0.99 is in docs/pretrained.md (benchmarks/probes/encoder_mismatch.py).
 ENCODER_CHECK_THRESHOLD = 0.99
 ENCODER_CHECK_DIR = "encoder_check"
+
+
+def folder_size(path: str) -> int:
+    """Bytes on disk of a file, or of every file under a folder (a package, an exported model)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
 
 
 def cosine_similarities(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -53,7 +60,8 @@ def with_dtype(model, dtype: str):
 
 
 def load_decoder(path: str):
-    """A decoder from a `.keras` file, in float32 whatever precision its weights were stored in."""
+    """A model (a decoder, or a run's fine-tuned encoder) from a `.keras` file, in float32 whatever precision
+    its weights were stored in."""
     import keras
 
     try:
@@ -75,6 +83,10 @@ def check_top(top: int, beam_size: int) -> None:
 def check_ensemble(run_dirs: Sequence[str], metadata: Sequence[dict], vocabularies: Sequence[Vocabulary]) -> None:
     """Runs captioning together must read the same features and write the same words."""
     first = run_dirs[0]
+    tuned = [run_dir for run_dir, values in zip(run_dirs, metadata) if values.get("fine_tuned_encoder")]
+    if tuned and len(run_dirs) > 1:
+        raise ValueError(f"ensemble: {tuned[0]} has its own fine-tuned encoder; an ensemble's runs must share one "
+                         f"encoder, so a fine-tuned run captions alone")
     for run_dir, other, vocabulary in zip(run_dirs[1:], metadata[1:], vocabularies[1:]):
         for key, what in (("encoder", "encoder"), ("weights", "encoder weights"), ("features", "feature kind"),
                           ("encoder_seed", "untrained encoder's seed")):
@@ -124,14 +136,22 @@ class Captioner:
         self.decoder_name = decoder_name(self.model)  # one kind for all: their features are of one kind
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self.no_repeat_ngram_size, self.block_bad_endings = no_repeat_ngram_size, block_bad_endings
+        self.fine_tuned = self.metadata.get("fine_tuned_encoder")
+        if self.fine_tuned and weights and weights != self.metadata["weights"]:
+            print(f"note: {self.run_dir} carries its own fine-tuned encoder ({self.fine_tuned['file']}): "
+                  f"--weights {weights} is not used", file=sys.stderr)
+            weights = ""
         self.weights = weights or self.metadata["weights"]
         self._encoder = None
 
     @classmethod
-    def from_config(cls, config, run_dirs: Sequence[str] = ()) -> "Captioner":
+    def from_config(cls, config, package_by_default: bool = False) -> "Captioner":
         """The run(s) and decoding settings named by a script's configuration (DECODING_FLAGS);
-        `--weights` other than auto replaces the encoder weights the run recorded."""
-        return cls(list(run_dirs) or config.resolved_run_dirs(), config.max_decode_length, config.beam_size,
+        `--weights` other than auto replaces the encoder weights the run recorded. With
+        `package_by_default`, a command that names no run (no --run_dir, no --data_dir) gets the pretrained package."""
+        names_a_run = config.run_dir not in ("", [""]) or os.path.abspath(config.data_dir) != SAMPLE_DATA_DIR
+        run_dirs = [PRETRAINED_DIR] if package_by_default and not names_a_run else config.resolved_run_dirs()
+        return cls(run_dirs, config.max_decode_length, config.beam_size,
                    config.length_penalty, config.no_repeat_ngram_size, config.block_bad_endings, config.model_file,
                    "" if config.weights == "auto" else config.weights)
 
@@ -142,6 +162,9 @@ class Captioner:
     def describe(self) -> str:
         decoder = (f"{self.decoder_name} decoder" if len(self.models) == 1 else
                    f"ensemble of {len(self.models)} {self.decoder_name} decoders")
+        if self.fine_tuned:
+            return (f"{decoder}, encoder {self.metadata['encoder']} fine-tuned from "
+                    f"{describe_weights(self.fine_tuned['from_weights'])} ({self.fine_tuned['file']})")
         return f"{decoder}, encoder {self.metadata['encoder']}, weights {describe_weights(self.weights)}"
 
     def caption_features(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0) -> List[str]:
@@ -170,7 +193,10 @@ class Captioner:
         return f"beam {self.beam_size}, length penalty {self.length_penalty}" + rules
 
     def encoder(self):
-        """The encoder recorded in the metadata, with the same weights (and seed, when untrained)."""
+        """The encoder recorded in the metadata, with the same weights (and seed, when untrained), or the
+        run's own fine-tuned encoder."""
+        if self._encoder is None and self.fine_tuned:
+            self._encoder = load_decoder(os.path.join(self.run_dir, self.fine_tuned["file"]))
         if self._encoder is None:
             note = weights_note(self.metadata["encoder"], self.weights)
             if note:

@@ -100,6 +100,19 @@ class Config:
                                  choices=("mean", "greedy"))
     scst_batch_size: int = _option(16, "self-critical training: images per batch (each with --scst_samples captions)")
 
+    # Encoder fine-tuning (finetune.py), which continues a trained run.
+    fine_tune_encoder: bool = _option(False, "continue the run's trained model with its encoder's top layers trainable: "
+                                             "reads images instead of cached features, trains CNN and decoder together, "
+                                             "and then writes the fine-tuned encoder's features into the run")
+    fine_tune_layers: int = _option(8, "encoder fine-tuning: how many of the CNN's layers with weights train, counted "
+                                       "from the top (8: MobileNetV2's last block and final 1x1 convolution); batch "
+                                       "normalisation stays in inference mode")
+    encoder_learning_rate: float = _option(1e-5, "encoder fine-tuning: Adam learning rate of the encoder's layers "
+                                                 "(a tenth of --fine_tune_learning_rate)")
+    fine_tune_learning_rate: float = _option(1e-4, "encoder fine-tuning: Adam learning rate of the decoder")
+    fine_tune_epochs: int = _option(4, "encoder fine-tuning: epochs (passes over the training images)")
+    fine_tune_batch_size: int = _option(16, "encoder fine-tuning: images per batch, each with all its captions")
+
     # Captioning.
     max_decode_length: int = _option(0, "longest generated caption in words (0 = the training maximum)")
     decode_batch_size: int = _option(256, "images decoded together")
@@ -200,6 +213,8 @@ TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout"
                                   "learning_rate", "seed", "resume", "monitor", "eval_every", "patience",
                                   "decay_patience", "strategy", "tensorboard", "objective", "scst_learning_rate", "scst_epochs",
                                   "scst_patience", "scst_samples", "scst_baseline", "scst_batch_size",
+                                  "fine_tune_encoder", "fine_tune_layers", "encoder_learning_rate",
+                                  "fine_tune_learning_rate", "fine_tune_epochs", "fine_tune_batch_size",
                                   "no_repeat_ngram_size", "block_bad_endings")
 # How captions are decoded, for predict.py, evaluate.py and the page.
 DECODING_FLAGS = ("max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "no_repeat_ngram_size",

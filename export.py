@@ -22,13 +22,13 @@ import shutil
 import sys
 import tempfile
 
-from config import DECODING_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, run_script
+from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
 import tensorflow as tf  # noqa: E402
 
-from captioner import PRETRAINED_DIR, Captioner, check_encoder, warn_if_untrained  # noqa: E402
+from captioner import Captioner, check_encoder, folder_size, warn_if_untrained  # noqa: E402
 from encoders import ENCODERS  # noqa: E402
 from graph_images import batch_pixels  # noqa: E402
 from vocabulary import END_ID, SPECIAL_TOKENS, UNK_ID  # noqa: E402
@@ -152,12 +152,6 @@ def write_file(data: bytes, target: str) -> None:
             os.remove(partial)
 
 
-def folder_size(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
-
-
 def export(config: Config) -> str:
     if config.format not in ("saved_model", "tflite"):
         raise ValueError(f"--format {config.format}: choose saved_model or tflite")
@@ -165,8 +159,7 @@ def export(config: Config) -> str:
     if config.format == "tflite" and (config.beam_size != 1 or config.no_repeat_ngram_size or config.block_bad_endings):
         raise ValueError("--format tflite decodes greedily with the plain rules: drop --beam_size, "
                          "--no_repeat_ngram_size and --block_bad_endings (or export a saved_model)")
-    asked_for_a_run = config.run_dir not in ("", [""]) or os.path.abspath(config.data_dir) != SAMPLE_DATA_DIR
-    captioner = Captioner.from_config(config, () if asked_for_a_run else [PRETRAINED_DIR])
+    captioner = Captioner.from_config(config, package_by_default=True)
     print(f"exporting {captioner.run_dir if len(captioner.run_dirs) == 1 else captioner.run_dirs}: "
           f"{captioner.describe()}; decoding: {'greedy' if config.format == 'tflite' else captioner.decoding()}",
           file=sys.stderr)

@@ -183,6 +183,10 @@ def feature_shape(metadata: dict) -> tuple[int, ...]:
 
 def open_features(run_dir: str, metadata: dict) -> tuple[FeatureRows, Dict[str, int]]:
     """The run's features (read on demand) and image name -> row, as recorded in its metadata."""
+    tuned = metadata.get("fine_tuned_encoder")
+    if tuned and not tuned.get("features_written"):
+        raise ValueError(f"{run_dir}: its encoder is being fine-tuned, and the fine-tuned encoder's features are not "
+                         f"written yet: finish with python train.py --run_dir {run_dir} --fine_tune_encoder --resume")
     store_info = metadata["feature_store"]
     store = FeatureStore(run_dir, store_info["name"], feature_shape(metadata), store_info["dtype"],
                          store_info["identity"])

@@ -7,8 +7,10 @@ float16 when that keeps the greedy and beam-3 dev BLEU-4 and CIDEr-D to three de
 the vocabulary, and metadata (encoder, the weights its features came from, the training commands, dev
 scores, date). It also holds a few reference images with the features the decoder was trained on, so
 predict.py and the web page can check that the encoder a user loads is the same
-(`encoder_check/`). Encoder weights are never included: the package names ImageNet weights, which
-Keras downloads on first use (`--weights PATH` replaces them offline).
+(`encoder_check/`). ImageNet encoder weights are not included: the package names them, and Keras
+downloads them on first use (`--weights PATH` replaces them offline). A run with a fine-tuned encoder
+(train.py --fine_tune_encoder) is the exception: its encoder is part of the captioner, so the package
+holds it (`encoder.keras`) and needs no other weights.
 A README.md already in the package folder is kept.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ quiet_tensorflow()
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from captioner import ENCODER_CHECK_DIR, ENCODER_CHECK_THRESHOLD, Captioner, with_dtype  # noqa: E402
+from captioner import ENCODER_CHECK_DIR, ENCODER_CHECK_THRESHOLD, Captioner, folder_size, with_dtype  # noqa: E402
 from decoding import CaptionDecoder  # noqa: E402
 from encoders import load_image  # noqa: E402
 from feature_store import open_features  # noqa: E402
@@ -90,6 +92,7 @@ def training_commands(run_dir: str) -> list:
     phases = []
     for name, script, flags in (("config_preprocess.json", "preprocess.py", PREPROCESS_FLAGS),
                                 ("config_train.json", "train.py", TRAIN_FLAGS),
+                                ("config_train_fine_tune.json", "train.py", TRAIN_FLAGS),
                                 ("config_train_scst.json", "train.py", TRAIN_FLAGS)):
         config = read_json(os.path.join(run_dir, name))
         if config:
@@ -154,6 +157,9 @@ def package(config: Config) -> dict:
     os.makedirs(package_dir, exist_ok=True)
     (half if use_half else model).save(os.path.join(package_dir, "model.keras"))
     shutil.copyfile(os.path.join(run_dir, "vocabulary.json"), os.path.join(package_dir, "vocabulary.json"))
+    tuned = metadata.get("fine_tuned_encoder")
+    if tuned:
+        shutil.copyfile(os.path.join(run_dir, tuned["file"]), os.path.join(package_dir, tuned["file"]))
     images, reference_features = write_reference_images(captioner, reference_images, package_dir)
     # What the package says about its own reference images: a user's check that decoding is the same.
     reference_captions = CaptionDecoder(widened if use_half else model, captioner.max_length).captions(
@@ -171,15 +177,16 @@ def package(config: Config) -> dict:
             "trained_with_sha256": sha256(trained_with) if os.path.isfile(trained_with) else "",
         },
         "weights_precision": "float16" if use_half else "float32",
+        **({"fine_tuned_encoder": {**tuned, "from_weights": os.path.basename(str(trained_with))}} if tuned else {}),
         "dev_scores": {"images": len(dev_names), "float32": scores_float32, "float16": scores_float16},
         "source_run": {"run_dir": os.path.abspath(run_dir), "training_state": history,
                        "settings": training_commands(run_dir)},
         "packaged": datetime.date.today().isoformat(),
     }
     write_json(os.path.join(package_dir, "metadata.json"), package_metadata)
-    files = ["model.keras", "vocabulary.json", "metadata.json", "README.md"] + \
+    files = ["model.keras", "vocabulary.json", "metadata.json", "README.md"] + ([tuned["file"]] if tuned else []) + \
         [os.path.join(ENCODER_CHECK_DIR, name) for name in images + ["features.npy"]]
-    size = sum(os.path.getsize(os.path.join(package_dir, name)) for name in files
+    size = sum(folder_size(os.path.join(package_dir, name)) for name in files
                if os.path.exists(os.path.join(package_dir, name)))
     print(f"wrote {package_dir} ({size / 1e6:.1f} MB, decoder weights in {package_metadata['weights_precision']}; "
           f"reference images: {', '.join(images)})")

@@ -20,11 +20,11 @@ import os
 import sys
 from typing import List
 
-from config import DECODING_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, run_script
+from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
-from captioner import PRETRAINED_DIR, Captioner, check_encoder, warn_if_untrained  # noqa: E402
+from captioner import Captioner, check_encoder, warn_if_untrained  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "weights") + DECODING_FLAGS + ("top", "output", "attention_map")
@@ -77,8 +77,7 @@ def predict(config: Config) -> dict:
         raise ValueError(f"--image_path {' '.join(config.image_path)}: no image files found")
     if config.top < 1:
         raise ValueError(f"--top must be at least 1, got {config.top}")
-    asked_for_a_run = config.run_dir not in ("", [""]) or os.path.abspath(config.data_dir) != SAMPLE_DATA_DIR
-    captioner = Captioner.from_config(config, () if asked_for_a_run else [PRETRAINED_DIR])
+    captioner = Captioner.from_config(config, package_by_default=True)
     print(f"{captioner.describe()}; decoding: {captioner.decoding()}", file=sys.stderr)
     warn_if_untrained(captioner)
     agreement = check_encoder(captioner)

@@ -38,8 +38,9 @@ def _save(figure, path: str) -> None:
 def plot_training_curves(history: Sequence[Dict[str, object]], path: str, kept_epoch: Optional[int] = None) -> None:
     """Loss (training and dev) and dev BLEU-4 / CIDEr-D by epoch, side by side, as an 1100 x 440 PNG.
 
-    Self-critical epochs (objective "scst") are shaded and their mean sample reward is drawn beside
-    the dev metrics; `kept_epoch`, the epoch of the run's model.keras, is marked on both panels.
+    Self-critical epochs (objective "scst") are shaded orange and their mean sample reward is drawn
+    beside the dev metrics; encoder fine-tuning epochs ("fine_tune") are shaded green; `kept_epoch`,
+    the epoch of the run's model.keras, is marked on both panels.
     """
     pyplot = _pyplot()
     figure, (loss_axes, metric_axes) = pyplot.subplots(1, 2, figsize=(11, 4.4))
@@ -54,17 +55,18 @@ def plot_training_curves(history: Sequence[Dict[str, object]], path: str, kept_e
     series(metric_axes, "dev_bleu4", "dev BLEU-4")
     series(metric_axes, "dev_cider", "dev CIDEr-D")
     series(metric_axes, "reward", "self-critical reward (training samples)", ":s")
-    self_critical = [row["epoch"] for row in history if row.get("objective") == "scst"]
+    phases = [(epochs, color, label) for objective, color, label in (
+        ("scst", "tab:orange", "self-critical training"), ("fine_tune", "tab:green", "encoder fine-tuning"))
+        if (epochs := [row["epoch"] for row in history if row.get("objective") == objective])]
     for axes in (loss_axes, metric_axes):
-        if self_critical:
-            axes.axvspan(min(self_critical) - 0.5, max(self_critical) + 0.5, color="tab:orange", alpha=0.12,
-                         label="self-critical training")
+        for epochs, color, label in phases:
+            axes.axvspan(min(epochs) - 0.5, max(epochs) + 0.5, color=color, alpha=0.12, label=label)
         if kept_epoch:
             axes.axvline(kept_epoch, color="grey", linestyle="--", label=f"kept model (epoch {kept_epoch:g})")
         axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
-        if axes.lines or self_critical:
+        if axes.lines or phases:
             axes.legend(fontsize=8)
     loss_axes.set_title("loss (per word, cross-entropy)")
     metric_axes.set_title("dev metrics (greedy captions)")

@@ -32,7 +32,7 @@ from decoding import CaptionDecoder, bad_ending_ids
 from feature_store import open_features
 from model import build_training_model, compile_model
 from reward import CiderD
-from train import (BEST_MODEL, CURVES, HISTORY, LAST_SCST_MODEL, SCST_STATE, STATE, XE_MODEL, DevScorer,
+from train import (BEST_MODEL, CURVES, FINE_TUNE_STATE, HISTORY, LAST_SCST_MODEL, SCST_STATE, STATE, XE_MODEL, DevScorer,
                    EpochBookkeeping, load_run, patience_exhausted, read_history, write_history)
 from vocabulary import START_ID
 
@@ -160,7 +160,16 @@ def train_scst(config: Config) -> dict:
         state = {"epochs_done": 0}
         history_path = os.path.join(run_dir, HISTORY)
         if os.path.exists(history_path):  # a restarted phase: forget the rows of the one before
-            write_history(history_path, [row for row in read_history(history_path) if row["objective"] == "xe"])
+            write_history(history_path, [row for row in read_history(history_path) if row["objective"] != "scst"])
+    history_path = os.path.join(run_dir, HISTORY)
+    earlier = ([row for row in read_history(history_path) if row["objective"] != "scst"]
+               if os.path.exists(history_path) else [])
+    fine_tune_state = os.path.join(run_dir, FINE_TUNE_STATE)
+    if earlier and os.path.exists(fine_tune_state):  # this phase follows encoder fine-tuning: counted after it
+        with open(fine_tune_state, encoding="utf-8") as handle:
+            tuned = json.load(handle)
+        xe_epochs = int(max(row["epoch"] for row in earlier))
+        xe_kept = tuned["epoch_offset"] + tuned["best_epoch"] if tuned.get("best_epoch") else tuned["kept_before"]
     if patience_exhausted(state["epochs_done"], state.get("best_epoch", 0), config.scst_patience) \
             or state["epochs_done"] >= config.scst_epochs:
         print(f"self-critical training already finished ({state['epochs_done']} epochs, best at epoch "

@@ -4,6 +4,7 @@
     python train.py --decoder attention         # soft attention over image regions (spatial features)
     python train.py --strategy mirrored         # every local GPU; multi_worker: several machines (TF_CONFIG)
     python train.py --objective scst            # then: self-critical training of the same run (scst.py)
+    python train.py --fine_tune_encoder         # or: train the encoder's top layers too (finetune.py)
 
 Runs preprocess.py first when the run folder has no metadata yet, so this one command goes from
 images to a model. Keeps the model with the best dev CIDEr-D (`--monitor`), scoring greedy dev captions
@@ -45,6 +46,12 @@ from vocabulary import Vocabulary  # noqa: E402
 BEST_MODEL, LAST_MODEL, STATE, HISTORY = "model.keras", "last_epoch.keras", "training_state.json", "history.csv"
 # Self-critical training keeps the cross-entropy model as XE_MODEL and writes its own best into BEST_MODEL.
 XE_MODEL, LAST_SCST_MODEL, SCST_STATE = "model_xe.keras", "last_epoch_scst.keras", "training_state_scst.json"
+# Encoder fine-tuning (finetune.py) keeps the run's own encoder beside its decoder.
+ENCODER_MODEL, LAST_ENCODER = "encoder.keras", "last_epoch_encoder.keras"
+LAST_FINE_TUNE_MODEL, FINE_TUNE_STATE = "last_epoch_fine_tune.keras", "training_state_fine_tune.json"
+# Each training phase's resumable checkpoint and state file.
+PHASE_FILES = {"xe": (LAST_MODEL, STATE), "scst": (LAST_SCST_MODEL, SCST_STATE),
+               "fine_tune": (LAST_FINE_TUNE_MODEL, FINE_TUNE_STATE)}
 CURVES, TENSORBOARD = "training_curves.png", "tensorboard"
 # scst_loss and reward: the self-critical phase's policy loss and mean sample reward (CIDEr-D).
 HISTORY_COLUMNS = ("epoch", "objective", "loss", "accuracy", "val_loss", "val_accuracy", "scst_loss", "reward",
@@ -95,13 +102,16 @@ class EpochBookkeeping(keras.callbacks.Callback):
 
     def __init__(self, run_dir: str, config: Config, monitor: str, state: dict,
                  dev_scorer: Optional[DevScorer], captioner: keras.Model, writes: bool = True,
-                 objective: str = "xe", epoch_offset: int = 0, kept_before: int = 0):
-        """`objective` "scst": the self-critical phase, with its own checkpoint and state files; its
-        epochs are counted after the `epoch_offset` cross-entropy epochs in history.csv, and until it
-        improves, model.keras is still the one of epoch `kept_before` (the curves mark it)."""
+                 objective: str = "xe", epoch_offset: int = 0, kept_before: int = 0,
+                 encoder: Optional[keras.Model] = None):
+        """`objective` "scst" or "fine_tune": a later phase, with its own checkpoint and state files; its
+        epochs are counted after the `epoch_offset` epochs before it in history.csv, and until it
+        improves, model.keras is still the one of epoch `kept_before` (the curves mark it).
+        `encoder`: a trainable encoder (fine-tuning), saved and checkpointed with the decoder."""
         super().__init__()
         self.objective, self.epoch_offset, self.kept_before = objective, epoch_offset, kept_before
-        self.last_model, self.state_file = (LAST_MODEL, STATE) if objective == "xe" else (LAST_SCST_MODEL, SCST_STATE)
+        self.last_model, self.state_file = PHASE_FILES[objective]
+        self.encoder = encoder
         self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
         # What is saved: the captioner, while Keras fits (and hands this callback) its training view.
         self.captioner, self.writes = captioner, writes
@@ -127,16 +137,22 @@ class EpochBookkeeping(keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch = row[column], done
             if self.writes:
+                if self.encoder is not None:
+                    self.encoder.save(os.path.join(self.run_dir, ENCODER_MODEL))
                 self.captioner.save(os.path.join(self.run_dir, BEST_MODEL))
         decay, decayed = self.config.decay_patience, False
         if decay and done - max(self.best_epoch, self.last_decay) >= decay:
             # A plateau: smaller steps often find a better model than stopping would.
             learning_rate = self.model.optimizer.learning_rate
             learning_rate.assign(learning_rate_of(self.model) * 0.5)
+            if self.encoder is not None:
+                self.encoder.optimizer.learning_rate.assign(learning_rate_of(self.encoder) * 0.5)
             self.last_decay, decayed = done, True
         # The checkpoint first, then the state that points at it: a crash between the two
         # only repeats one epoch. The optimizer (learning rate included) is saved with the checkpoint.
         if self.writes:
+            if self.encoder is not None:
+                self.encoder.save(os.path.join(self.run_dir, LAST_ENCODER))
             self.captioner.save(os.path.join(self.run_dir, self.last_model))
             write_json(os.path.join(self.run_dir, self.state_file),
                        {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
@@ -211,6 +227,12 @@ def load_run(run_dir: str):
 
 
 def train(config: Config) -> dict:
+    if config.fine_tune_encoder:
+        if config.objective != "xe":
+            raise ValueError("--fine_tune_encoder and --objective scst are separate phases: run one command for each")
+        from finetune import train_fine_tune
+
+        return train_fine_tune(config)
     if config.objective == "scst":
         from scst import train_scst
 

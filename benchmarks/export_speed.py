@@ -46,7 +46,7 @@ WEIGHTS = os.path.join(os.path.dirname(PROJECT), "shared", "weights",
 def export_all(folder: str) -> dict:
     import export
 
-    from captioner import PRETRAINED_DIR
+    from captioner import PRETRAINED_DIR, folder_size
 
     base = Config(run_dir=PRETRAINED_DIR, weights=WEIGHTS)
     targets = {"saved_model greedy": (os.path.join(folder, "greedy"), dict(format="saved_model")),
@@ -57,7 +57,7 @@ def export_all(folder: str) -> dict:
     for name, (output, flags) in targets.items():
         start = time.perf_counter()
         paths[name] = export.export(Config(**{**base.__dict__, "output": output, **flags}))
-        print(f"  exported {name:20s} {export.folder_size(paths[name]) / 1e6:6.1f} MB  "
+        print(f"  exported {name:20s} {folder_size(paths[name]) / 1e6:6.1f} MB  "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     return paths
 

@@ -387,9 +387,10 @@ def test_training_curves_shade_the_self_critical_epochs_and_mark_the_kept_one(tm
                       "dev_bleu4": 0.1 + epoch / 100, "dev_cider": 0.3 + epoch / 50} for epoch in range(1, 6)]
     self_critical = [{"epoch": float(epoch), "objective": "scst", "scst_loss": -0.05, "reward": 0.4 + epoch / 50,
                       "dev_bleu4": 0.16, "dev_cider": 0.42 + epoch / 100} for epoch in range(6, 10)]
-    shading = np.array([255, 239, 225])  # matplotlib's tab:orange at alpha 0.12 over white
+    orange = np.array([255, 239, 225])  # matplotlib's tab:orange at alpha 0.12 over white
+    green = np.array([229, 243, 229])  # tab:green at alpha 0.12 over white
 
-    def shaded_pixels(history, name):
+    def shaded_pixels(history, name, shading=orange):
         path = str(tmp_path / name)
         plot_training_curves(history, path, kept_epoch=8)
         with Image.open(path) as picture:
@@ -399,3 +400,6 @@ def test_training_curves_shade_the_self_critical_epochs_and_mark_the_kept_one(tm
 
     assert shaded_pixels(cross_entropy, "xe.png") < 500  # a few edge pixels of the orange dev-loss line
     assert shaded_pixels(cross_entropy + self_critical, "both.png") > 20_000  # both panels' self-critical bands
+    fine_tune = [{**row, "objective": "fine_tune"} for row in self_critical]
+    assert shaded_pixels(cross_entropy + self_critical, "no_green.png", green) < 500
+    assert shaded_pixels(cross_entropy + fine_tune, "fine_tune.png", green) > 20_000

@@ -68,12 +68,14 @@ def test_encoder_check_passes_with_the_training_encoder_and_warns_with_another(t
 
 
 def test_predict_without_run_dir_uses_the_pretrained_package(tiny_package, trained_run, monkeypatch, capsys):
+    import captioner as captioner_module
     import predict as predict_script
     from captioner import Captioner
+    from config import SAMPLE_DATA_DIR
 
-    monkeypatch.setattr(predict_script, "PRETRAINED_DIR", tiny_package)
+    monkeypatch.setattr(captioner_module, "PRETRAINED_DIR", tiny_package)
     image = reference_image(tiny_package)
-    config = dataclasses.replace(tiny_config(trained_run.data_dir, ""), data_dir=predict_script.SAMPLE_DATA_DIR,
+    config = dataclasses.replace(tiny_config(trained_run.data_dir, ""), data_dir=SAMPLE_DATA_DIR,
                                image_path=[image], weights="auto")
     assert predict_script.predict(config) == 0
     caption = capsys.readouterr().out.strip()

@@ -1,0 +1,269 @@
+"""Encoder fine-tuning (finetune.py): which weights change, what the run folder holds after it, resume, and
+bad input. Tiny runs with an untrained MobileNetV2 (--weights none)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+
+def fine_tune_copy(base, tmp_path, name="run", **overrides):
+    """A copy of a trained tiny run, and the configuration that fine-tunes it."""
+    run_dir = str(tmp_path / name)
+    shutil.copytree(base.run_dir, run_dir)
+    values = dict(run_dir=run_dir, fine_tune_encoder=True, fine_tune_layers=3, fine_tune_epochs=1,
+                  fine_tune_batch_size=4, fine_tune_learning_rate=1e-3, encoder_learning_rate=1e-2)
+    values.update(overrides)
+    return dataclasses.replace(base, **values)
+
+
+def frozen_encoder(config):
+    from encoders import build_encoder
+
+    return build_encoder(config.encoder, "none", config.encoder_seed, config.features)
+
+
+def cnn_weights(encoder_model):
+    from finetune import cnn_layers
+
+    return {(layer.name, weight.path): np.asarray(weight) for layer in cnn_layers(encoder_model)
+            for weight in layer.weights}
+
+
+@pytest.fixture(scope="module")
+def fine_tuned_run(trained_run, tmp_path_factory):
+    """The tiny run fine-tuned for one epoch, left as an interruption before the features were written
+    leaves it, then resumed for a second epoch. Returns (config, what was seen in between)."""
+    import keras
+
+    from feature_store import open_features
+    from train import LAST_ENCODER, train
+
+    config = fine_tune_copy(trained_run, tmp_path_factory.mktemp("fine_tuned"))
+    train(config)
+    seen = {"steps_per_epoch": int(keras.models.load_model(os.path.join(config.run_dir, LAST_ENCODER))
+                                   .optimizer.iterations.numpy())}
+    metadata_path = os.path.join(config.run_dir, "metadata.json")
+    with open(metadata_path, encoding="utf-8") as handle:
+        metadata = json.load(handle)
+    metadata["fine_tuned_encoder"]["features_written"] = False
+    with open(metadata_path, "w", encoding="utf-8") as handle:
+        json.dump(metadata, handle)
+    try:
+        open_features(config.run_dir, metadata)
+    except ValueError as error:
+        seen["unfinished"] = str(error)
+    seen["state"] = train(dataclasses.replace(config, resume=True, fine_tune_epochs=2))
+    return config, seen
+
+
+def test_only_the_chosen_layers_change_and_batch_norm_statistics_stay(fine_tuned_run):
+    import keras
+
+    from finetune import make_top_trainable
+    from train import LAST_ENCODER
+
+    config, _ = fine_tuned_run
+    before = frozen_encoder(config)
+    chosen = make_top_trainable(before, config.fine_tune_layers)
+    assert chosen == ["block_16_project_BN", "Conv_1", "Conv_1_bn"]
+    before = cnn_weights(before)
+    after = cnn_weights(keras.models.load_model(os.path.join(config.run_dir, LAST_ENCODER)))
+    assert before.keys() == after.keys()
+    changed = {key for key in before if not np.array_equal(before[key], after[key])}
+    statistics = {key for key in before if "moving_" in key[1]}
+    assert statistics and not changed & statistics
+    assert {layer for layer, _ in changed} == set(chosen)
+    # What moved are trainable weights of the chosen layers: kernels, batch normalisation's gamma and beta.
+    assert changed <= {key for key in before if key[0] in chosen and key not in statistics}
+
+
+def test_fine_tuning_resumes_with_its_optimizer_state(fine_tuned_run):
+    import keras
+
+    from train import HISTORY, LAST_ENCODER, read_history
+
+    config, seen = fine_tuned_run
+    assert seen["steps_per_epoch"] == 3  # 10 training images, 4 per batch
+    assert "--fine_tune_encoder --resume" in seen["unfinished"]  # no stale features are read meanwhile
+    assert seen["state"]["epochs_done"] == 2
+    encoder = keras.models.load_model(os.path.join(config.run_dir, LAST_ENCODER))
+    assert int(encoder.optimizer.iterations.numpy()) == 2 * seen["steps_per_epoch"]
+    rows = read_history(os.path.join(config.run_dir, HISTORY))
+    assert [row["objective"] for row in rows] == ["xe", "xe", "fine_tune", "fine_tune"]
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+
+
+def test_a_fine_tuned_run_owns_its_encoder_captions_and_keeps_the_frozen_run(fine_tuned_run, trained_run, capsys):
+    from captioner import Captioner
+    from feature_store import open_features
+    from finetune import FROZEN_DIR
+    from train import ENCODER_MODEL
+
+    config, _ = fine_tuned_run
+    captioner = Captioner(config.run_dir)
+    tuned = captioner.metadata["fine_tuned_encoder"]
+    assert tuned["file"] == ENCODER_MODEL and tuned["features_written"] and len(tuned["trained_layers"]) == 3
+    assert "fine-tuned" in captioner.describe()
+    features, rows_of = open_features(config.run_dir, captioner.metadata)
+    image_dir = captioner.metadata["image_dir"]
+    names = sorted(rows_of)[:3]
+    kept, from_images, errors = captioner.image_features([os.path.join(image_dir, name) for name in names])
+    assert not errors and len(kept) == 3
+    # The run's store holds the fine-tuned encoder's features: what predict computes from the files.
+    stored = features[[rows_of[name] for name in names]]
+    assert np.abs(stored).max() > 1e-3  # trained layers lift the untrained encoder's tiny activations
+    np.testing.assert_allclose(from_images, stored, rtol=1e-4, atol=1e-6 * np.abs(stored).max())
+    frozen = Captioner(os.path.join(config.run_dir, FROZEN_DIR))
+    frozen_features, frozen_rows = open_features(frozen.run_dir, frozen.metadata)
+    assert not frozen.fine_tuned
+    frozen_stored = frozen_features[frozen_rows[names[0]]]
+    np.testing.assert_allclose(frozen.image_features([os.path.join(image_dir, names[0])])[1][0], frozen_stored,
+                               rtol=1e-4, atol=1e-6 * np.abs(frozen_stored).max())
+    assert np.linalg.norm(frozen_stored - stored[0]) > 0.5 * np.linalg.norm(stored[0])
+    captions, _, errors = captioner.caption_files([os.path.join(image_dir, name) for name in names])
+    assert not errors and all(isinstance(caption, str) for caption in captions.values())
+
+    assert Captioner(config.run_dir, weights="imagenet").weights == "none"  # the run's own encoder, not these
+    assert "--weights imagenet is not used" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="fine-tuned encoder; an ensemble"):
+        Captioner([config.run_dir, trained_run.run_dir])
+
+
+def test_an_export_of_a_fine_tuned_run_encodes_with_its_encoder(fine_tuned_run, tmp_path):
+    import tensorflow as tf
+
+    import export
+    from captioner import Captioner, cosine_similarities
+    from finetune import FROZEN_DIR
+
+    config, _ = fine_tuned_run
+    captioner = Captioner(config.run_dir)
+    image_dir = captioner.metadata["image_dir"]
+    path = os.path.join(image_dir, sorted(os.listdir(image_dir))[0])
+    target = export.export(dataclasses.replace(config, format="saved_model", output=str(tmp_path / "served")))
+    served = tf.saved_model.load(target)
+    with open(path, "rb") as handle:
+        request = tf.constant([handle.read()])
+    exported = served.signatures["image_features"](images=request)["image_features"].numpy()
+    expected = captioner.image_features([path])[1]
+    frozen = Captioner(os.path.join(config.run_dir, FROZEN_DIR)).image_features([path])[1]
+    # The file needs resizing, which the graph does within one pixel level of Pillow (test_export.py).
+    assert cosine_similarities(exported, expected)[0] > 0.9999
+    assert np.linalg.norm(exported - expected) < 0.1 * np.linalg.norm(exported - frozen)
+    caption = served.signatures["serving_default"](images=request)["captions"].numpy()[0].decode()
+    assert caption == captioner.caption_features(expected)[0]
+
+
+def test_a_package_of_a_fine_tuned_run_carries_its_encoder(fine_tuned_run, tmp_path):
+    from captioner import Captioner
+    from package import package
+
+    config, _ = fine_tuned_run
+    folder = str(tmp_path / "package")
+    metadata = package(dataclasses.replace(config, package_dir=folder, reference_images=None))
+    assert metadata["fine_tuned_encoder"]["file"] == "encoder.keras"
+    assert os.path.exists(os.path.join(folder, "encoder.keras"))
+    packaged, run = Captioner(folder), Captioner(config.run_dir)
+    assert packaged.encoder_agreement() > 0.9999  # the package's own encoder gives the stored reference features
+    image_dir = run.metadata["image_dir"]
+    paths = [os.path.join(image_dir, name) for name in sorted(os.listdir(image_dir))[:3]]
+    captions, features, errors = packaged.caption_files(paths)
+    assert not errors and len(captions) == 3
+    np.testing.assert_array_equal(np.stack(list(features.values())), run.image_features(paths)[1])
+
+
+def test_fine_tuning_the_attention_decoder_then_self_critical_training(attention_run, tmp_path):
+    from captioner import Captioner
+    from train import HISTORY, XE_MODEL, read_history, train
+
+    config = fine_tune_copy(attention_run, tmp_path)
+    train(config)
+    captioner = Captioner(config.run_dir)
+    assert captioner.has_attention and captioner.fine_tuned
+    image_dir = captioner.metadata["image_dir"]
+    name = sorted(os.listdir(image_dir))[0]
+    captions, features, errors = captioner.caption_files([os.path.join(image_dir, name)])
+    assert not errors and next(iter(features.values())).shape == (49, 1280)
+    # Self-critical training after fine-tuning starts from the fine-tuned model, on the new features.
+    state = train(dataclasses.replace(config, fine_tune_encoder=False, objective="scst", scst_epochs=1,
+                                      scst_samples=2, scst_batch_size=4))
+    assert state["epochs_done"] == 1 and os.path.exists(os.path.join(config.run_dir, XE_MODEL))
+    rows = read_history(os.path.join(config.run_dir, HISTORY))
+    assert [(row["objective"], row["epoch"]) for row in rows] == [("xe", 1), ("fine_tune", 2), ("scst", 3)]
+
+
+def test_after_self_critical_training_with_unreadable_images(trained_run, tmp_path, capsys):
+    """Self-critical files move to the frozen run; a missing and a damaged training image are counted."""
+    from finetune import FROZEN_DIR
+    from train import SCST_STATE, XE_MODEL, train
+
+    image_dir = str(tmp_path / "images")
+    with open(os.path.join(trained_run.run_dir, "metadata.json"), encoding="utf-8") as handle:
+        shutil.copytree(json.load(handle)["image_dir"], image_dir)
+    config = fine_tune_copy(trained_run, tmp_path)
+    train(dataclasses.replace(config, fine_tune_encoder=False, objective="scst", scst_epochs=1, scst_samples=2,
+                              scst_batch_size=4))
+    metadata_path = os.path.join(config.run_dir, "metadata.json")
+    with open(metadata_path, encoding="utf-8") as handle:
+        metadata = json.load(handle)
+    with open(metadata_path, "w", encoding="utf-8") as handle:
+        json.dump({**metadata, "image_dir": image_dir}, handle)
+    with open(os.path.join(config.run_dir, "captions.json"), encoding="utf-8") as handle:
+        train_names = sorted(json.load(handle)["train"])
+    os.remove(os.path.join(image_dir, train_names[0]))
+    with open(os.path.join(image_dir, train_names[1]), "wb") as handle:
+        handle.write(b"not a jpeg")
+    capsys.readouterr()
+    train(config)
+    err = capsys.readouterr().err
+    assert "skipped 1 training image(s): missing file" in err
+    assert "skipped 1 image(s): not an image" in err
+    frozen = os.path.join(config.run_dir, FROZEN_DIR)
+    for name in (XE_MODEL, SCST_STATE):
+        assert os.path.exists(os.path.join(frozen, name)) and not os.path.exists(os.path.join(config.run_dir, name))
+
+
+def test_bad_input_is_one_line(trained_run, tmp_path):
+    from train import train
+
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    with pytest.raises(ValueError, match="no metadata.json; encoder fine-tuning continues a trained run"):
+        train(dataclasses.replace(trained_run, run_dir=empty, fine_tune_encoder=True))
+    untrained = str(tmp_path / "untrained")
+    shutil.copytree(trained_run.run_dir, untrained)
+    os.remove(os.path.join(untrained, "model.keras"))
+    with pytest.raises(ValueError, match="no model.keras"):
+        train(dataclasses.replace(trained_run, run_dir=untrained, fine_tune_encoder=True))
+    with pytest.raises(ValueError, match="separate phases"):
+        train(dataclasses.replace(trained_run, fine_tune_encoder=True, objective="scst"))
+    config = fine_tune_copy(trained_run, tmp_path, "layers", fine_tune_layers=0)
+    with pytest.raises(ValueError, match="--fine_tune_layers 0: this encoder's CNN has 104 layers with weights"):
+        train(config)
+
+
+def test_the_web_page_captions_with_a_fine_tuned_runs_encoder(fine_tuned_run, tmp_path, monkeypatch):
+    pytest.importorskip("streamlit.testing.v1")
+    from captioner import Captioner
+    from test_app import open_app
+
+    config, _ = fine_tuned_run
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(config.run_dir, runs / "tuned")
+    captioner = Captioner(str(runs / "tuned"))
+    image_dir = captioner.metadata["image_dir"]
+    path = os.path.join(image_dir, sorted(os.listdir(image_dir))[0])
+    app = open_app(runs, monkeypatch)
+    assert any("fine-tuned" in markdown.value for markdown in app.sidebar.markdown)
+    with open(path, "rb") as handle:
+        app.file_uploader[0].set_value(("photo.jpg", handle.read(), "image/jpeg"))
+    app.run()
+    assert not app.exception and not app.error
+    expected = captioner.caption_features(captioner.image_features([path])[1], beam_size=1)[0]
+    assert f"**{expected}**" in [markdown.value for markdown in app.markdown]
