@@ -199,9 +199,12 @@ def write_fine_tuned_features(run_dir: str, metadata: dict, frozen_metadata: dic
 
 
 def earlier_rows(run_dir: str) -> List[dict]:
-    """history.csv's rows of the phases before this one (a restarted fine-tuning forgets its own)."""
+    """history.csv's rows of the phases before fine-tuning: a restarted fine-tuning forgets its own rows
+    and those of any phase after it."""
     path = os.path.join(run_dir, HISTORY)
-    return [row for row in read_history(path) if row["objective"] != "fine_tune"] if os.path.exists(path) else []
+    rows = read_history(path) if os.path.exists(path) else []
+    first = min((row["epoch"] for row in rows if row["objective"] == "fine_tune"), default=None)
+    return [row for row in rows if first is None or row["epoch"] < first]
 
 
 def train_fine_tune(config: Config) -> dict:
@@ -249,6 +252,11 @@ def train_fine_tune(config: Config) -> dict:
         encoder.compile(optimizer=keras.optimizers.Adam(config.encoder_learning_rate))
         if source_dir == run_dir:  # only now: a refused command leaves the run folder as it was
             keep_frozen_run(run_dir, metadata)
+        # A restart: the checkpoints and state of the fine-tuning before, and of any self-critical
+        # training after it, belong to a model this phase replaces.
+        for name in (FINE_TUNE_STATE, LAST_FINE_TUNE_MODEL, LAST_ENCODER) + FROZEN_MOVES:
+            if os.path.exists(os.path.join(run_dir, name)):
+                os.remove(os.path.join(run_dir, name))
         # Until an epoch beats it, the run captions with the frozen encoder and the decoder it started from.
         encoder.save(os.path.join(run_dir, ENCODER_MODEL))
         shutil.copyfile(os.path.join(frozen_dir, BEST_MODEL), os.path.join(run_dir, BEST_MODEL))

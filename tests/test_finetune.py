@@ -195,6 +195,11 @@ def test_fine_tuning_the_attention_decoder_then_self_critical_training(attention
     assert state["epochs_done"] == 1 and os.path.exists(os.path.join(config.run_dir, XE_MODEL))
     rows = read_history(os.path.join(config.run_dir, HISTORY))
     assert [(row["objective"], row["epoch"]) for row in rows] == [("xe", 1), ("fine_tune", 2), ("scst", 3)]
+    # Fine-tuning again without --resume starts over from the frozen run: what followed it is forgotten.
+    train(config)
+    rows = read_history(os.path.join(config.run_dir, HISTORY))
+    assert [(row["objective"], row["epoch"]) for row in rows] == [("xe", 1), ("fine_tune", 2)]
+    assert not os.path.exists(os.path.join(config.run_dir, XE_MODEL))
 
 
 def test_after_self_critical_training_with_unreadable_images(trained_run, tmp_path, capsys):
