@@ -158,8 +158,8 @@ def package(config: Config) -> dict:
     (half if use_half else model).save(os.path.join(package_dir, "model.keras"))
     shutil.copyfile(os.path.join(run_dir, "vocabulary.json"), os.path.join(package_dir, "vocabulary.json"))
     tuned = metadata.get("fine_tuned_encoder")
-    if tuned:
-        shutil.copyfile(os.path.join(run_dir, tuned["file"]), os.path.join(package_dir, tuned["file"]))
+    if tuned:  # saved from the loaded model: the weights without the run's optimizer state (about half the file)
+        captioner.encoder().save(os.path.join(package_dir, tuned["file"]))
     images, reference_features = write_reference_images(captioner, reference_images, package_dir)
     # What the package says about its own reference images: a user's check that decoding is the same.
     reference_captions = CaptionDecoder(widened if use_half else model, captioner.max_length).captions(

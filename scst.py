@@ -32,8 +32,8 @@ from decoding import CaptionDecoder, bad_ending_ids
 from feature_store import open_features
 from model import build_training_model, compile_model
 from reward import CiderD
-from train import (BEST_MODEL, CURVES, FINE_TUNE_STATE, HISTORY, LAST_SCST_MODEL, SCST_STATE, STATE, XE_MODEL, DevScorer,
-                   EpochBookkeeping, load_run, patience_exhausted, read_history, write_history)
+from train import (BEST_MODEL, CURVES, FINE_TUNE_STATE, HISTORY, LAST_SCST_MODEL, SCST_STATE, STATE, XE_MODEL,
+                   DevScorer, EpochBookkeeping, load_run, patience_exhausted, read_history, write_history)
 from vocabulary import START_ID
 
 
@@ -145,6 +145,7 @@ def train_scst(config: Config) -> dict:
     keras.utils.set_random_seed(config.seed)
 
     resuming = config.resume and os.path.exists(state_path) and os.path.exists(last_path)
+    history_path = os.path.join(run_dir, HISTORY)
     if resuming:
         with open(state_path, encoding="utf-8") as handle:
             state = json.load(handle)
@@ -158,10 +159,8 @@ def train_scst(config: Config) -> dict:
         compile_model(model, config.scst_learning_rate)
         shutil.copyfile(xe_path, os.path.join(run_dir, BEST_MODEL))  # the best so far, until this phase beats it
         state = {"epochs_done": 0}
-        history_path = os.path.join(run_dir, HISTORY)
         if os.path.exists(history_path):  # a restarted phase: forget the rows of the one before
             write_history(history_path, [row for row in read_history(history_path) if row["objective"] != "scst"])
-    history_path = os.path.join(run_dir, HISTORY)
     earlier = ([row for row in read_history(history_path) if row["objective"] != "scst"]
                if os.path.exists(history_path) else [])
     fine_tune_state = os.path.join(run_dir, FINE_TUNE_STATE)
