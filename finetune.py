@@ -192,7 +192,8 @@ def write_fine_tuned_features(run_dir: str, metadata: dict, frozen_metadata: dic
     skipped = extract(store, [os.path.join(metadata["image_dir"], name) for name in todo], todo, encoder,
                       metadata["input_size"], 32)
     report("skipped", skipped)
-    images = {split: {**counts, "with_features": sum(name in store for name in load_run(run_dir)[1][split])}
+    captions = load_run(run_dir)[1]
+    images = {split: {**counts, "with_features": sum(name in store for name in captions[split])}
               for split, counts in metadata["images"].items()}
     return {**metadata, "feature_store": {**info, "identity": identity}, "images": images,
             "fine_tuned_encoder": {**metadata["fine_tuned_encoder"], "features_written": True}}
@@ -322,7 +323,8 @@ def fine_tune_epochs(run_dir: str, config: Config, state: dict, encoder: keras.M
     step = JointStep(encoder, decoder)
     bookkeeping = EpochBookkeeping(run_dir, config, "cider", state, score_with_current_encoder, decoder,
                                    objective="fine_tune", epoch_offset=state["epoch_offset"],
-                                   kept_before=state["kept_before"], encoder=encoder)
+                                   kept_before=state["kept_before"], encoder=encoder,
+                                   extra_state={key: state[key] for key in ("epoch_offset", "kept_before")})
     bookkeeping.set_model(decoder)
     trainable = sum(int(np.prod(variable.shape)) for variable in encoder.trainable_variables)
     print(f"fine-tuning {len(on_disk)} training images' encoder and decoder: {trainable:,} encoder weights train "
@@ -345,11 +347,6 @@ def fine_tune_epochs(run_dir: str, config: Config, state: dict, encoder: keras.M
         if not losses:
             raise ValueError(f"{image_dir}: none of the training images could be read")
         bookkeeping.on_epoch_end(epoch, {"loss": float(np.mean(losses)), "accuracy": float(np.mean(accuracies))})
-        with open(os.path.join(run_dir, FINE_TUNE_STATE), encoding="utf-8") as handle:
-            written = json.load(handle)
-        # The bookkeeping writes the common fields; where this phase's rows start is kept beside them.
-        write_json(os.path.join(run_dir, FINE_TUNE_STATE),
-                   {**written, "epoch_offset": state["epoch_offset"], "kept_before": state["kept_before"]})
         if decoder.stop_training:
             break
     with open(os.path.join(run_dir, FINE_TUNE_STATE), encoding="utf-8") as handle:
