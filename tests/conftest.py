@@ -4,7 +4,11 @@ Everything uses MobileNetV2 with `--weights none` (fast, no download) and a hand
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
+import subprocess
 import sys
 
 import pytest
@@ -13,7 +17,7 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
 sys.path.insert(0, os.path.join(PROJECT, "data"))
 
-from config import Config, quiet_tensorflow  # noqa: E402
+from config import Config, quiet_tensorflow, run_script  # noqa: E402
 
 quiet_tensorflow()  # the scripts' TensorFlow settings (oneDNN on), before any test imports TensorFlow
 from make_sample import make_sample  # noqa: E402
@@ -31,6 +35,32 @@ def tiny_config(data_dir: str, run_dir: str, **overrides) -> Config:
                   min_word_count=1, epochs=1, batch_size=8, embedding_dim=16, units=16, extract_batch_size=4)
     values.update(overrides)
     return Config(**values)
+
+
+def run_cli(script: str, *arguments: str, cwd: str = PROJECT) -> subprocess.CompletedProcess:
+    """`python script ARGUMENTS` in a new process: the command exactly as a user runs it."""
+    return subprocess.run([sys.executable, os.path.join(PROJECT, script), *arguments], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def run_main(script: str, *arguments: str, cwd: str = PROJECT) -> subprocess.CompletedProcess:
+    """The same command inside this process: the script's main under run_script, with its command line,
+    exit status, stdout and stderr. It skips the seconds a new process spends importing TensorFlow, so
+    tests of refused input use it; run_cli stays for the commands whose whole process matters."""
+    module = importlib.import_module(os.path.splitext(script)[0])
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd, status = sys.argv, os.getcwd(), 0
+    sys.argv = [script, *arguments]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_script(module.main)
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+    return subprocess.CompletedProcess([script, *arguments], status, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

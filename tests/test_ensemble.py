@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from test_pipeline import read_json, run_cli
+from conftest import run_main
+from test_pipeline import read_json
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_runs_that_do_not_match_are_refused_with_one_line(trained_run, two_copie
     with open(path, "w", encoding="utf-8") as handle:
         json.dump({"tokens": tokens} if tokens else metadata, handle)
     missing_image = str(tmp_path / "not_there.jpg")  # not read: the runs are checked first
-    result = run_cli("predict.py", "--run_dir", first, second, "--image_path", missing_image)
+    result = run_main("predict.py", "--run_dir", first, second, "--image_path", missing_image)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected)
@@ -81,5 +82,5 @@ def test_decoding_rules_and_caption_statistics_from_the_command_line(trained_run
     for caption in captions:
         words = caption.split()
         assert len(set(zip(words, words[1:]))) == len(words) - 1
-    bad = run_cli("evaluate.py", *arguments, "--no_repeat_ngram_size", "-1")
+    bad = run_main("evaluate.py", *arguments, "--no_repeat_ngram_size", "-1")
     assert bad.returncode == 2 and "--no_repeat_ngram_size must be 0" in bad.stderr

@@ -2,23 +2,16 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import encoders
-from conftest import MOBILENET_NOTOP, PROJECT, TINY_SPLITS, tiny_config
+from conftest import MOBILENET_NOTOP, TINY_SPLITS, run_cli, run_main, tiny_config
 from feature_store import open_features
 from preprocess import preprocess
 from train import read_history, train
-
-
-def run_cli(script, *arguments, cwd=PROJECT):
-    return subprocess.run([sys.executable, os.path.join(PROJECT, script), *arguments], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
 
 
 def read_json(*parts):
@@ -99,13 +92,13 @@ def test_bad_caption_file_is_one_line_and_writes_nothing(tiny_dataset, tmp_path)
     lines[6] = "broken line without a tab"
     open(token_file, "w").write("\n".join(lines))
     run_dir = tmp_path / "run"
-    result = run_cli("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(run_dir), "--weights", "none")
+    result = run_main("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(run_dir), "--weights", "none")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {token_file}:7: expected 'IMAGE.jpg#N<TAB>caption', "
                                                    f"got 'broken line without a tab'"]
     assert not run_dir.exists()
     open(token_file, "w").write("")
-    result = run_cli("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(run_dir), "--weights", "none")
+    result = run_main("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(run_dir), "--weights", "none")
     assert result.returncode == 2 and "no captions" in result.stderr and not run_dir.exists()
 
 
@@ -188,7 +181,7 @@ def test_learning_rate_halves_on_a_plateau_and_resume_keeps_it(trained_run, tmp_
 def test_predict_one_file_several_files_and_a_folder(trained_run, tmp_path):
     images = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
     names = sorted(os.listdir(images))[:3]
-    one = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", os.path.join(images, names[0]))
+    one = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", os.path.join(images, names[0]))
     assert one.returncode == 0, one.stderr
     assert len(one.stdout.strip().splitlines()) == 1 and one.stdout.strip()
     assert "UNTRAINED" in one.stderr and "encoder mobilenet_v2, weights none" in one.stderr
@@ -198,7 +191,7 @@ def test_predict_one_file_several_files_and_a_folder(trained_run, tmp_path):
         shutil.copy(os.path.join(images, name), folder / name)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     output = tmp_path / "captions.json"
-    many = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", str(folder), "--output", str(output))
+    many = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", str(folder), "--output", str(output))
     assert many.returncode == 0, many.stderr
     lines = many.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(folder / name) for name in names]
@@ -212,7 +205,7 @@ def test_predict_top_shows_the_best_beams_with_log_probabilities(trained_run, tm
     images = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
     image = os.path.join(images, sorted(os.listdir(images))[0])
     output = tmp_path / "top.json"
-    result = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--beam_size", "4",
+    result = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--beam_size", "4",
                      "--top", "3", "--output", str(output))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -221,10 +214,10 @@ def test_predict_top_shows_the_best_beams_with_log_probabilities(trained_run, tm
     assert log_probabilities == sorted(log_probabilities, reverse=True) and all(v < 0 for v in log_probabilities)
     beams = read_json(str(output))["captions"][image]
     assert [beam["caption"] for beam in beams] == [line.split(". ", 1)[1].split("\t")[0] for line in lines]
-    greedy_beam = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--beam_size", "4")
+    greedy_beam = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--beam_size", "4")
     assert greedy_beam.stdout.strip() == beams[0]["caption"]
 
-    too_few = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--top", "3")
+    too_few = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--top", "3")
     assert too_few.returncode == 2 and "error: --top 3 needs at least 3 beams" in too_few.stderr
 
 
@@ -237,7 +230,7 @@ def test_predict_bad_image_is_one_line_and_nonzero(trained_run, tmp_path, conten
         path.write_bytes(open(source, "rb").read()[:400])
     elif content is not None:
         path.write_bytes(content)
-    result = run_cli("predict.py", "--run_dir", trained_run.run_dir, "--image_path", str(path))
+    result = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", str(path))
     assert result.returncode != 0 and result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(path) in errors[0]
@@ -256,12 +249,12 @@ def test_predict_computes_the_features_preprocess_stored(trained_run):
 
 
 def test_predict_without_a_trained_model_says_what_to_run(tmp_path):
-    result = run_cli("predict.py", "--run_dir", str(tmp_path), "--image_path", "x.jpg")
+    result = run_main("predict.py", "--run_dir", str(tmp_path), "--image_path", "x.jpg")
     assert result.returncode == 2 and "run preprocess.py" in result.stderr
 
 
 def test_evaluate_scores_with_coco_metrics_and_writes_json_and_report(trained_run):
-    result = run_cli("evaluate.py", "--run_dir", trained_run.run_dir, "--split", "dev", "--report")
+    result = run_main("evaluate.py", "--run_dir", trained_run.run_dir, "--split", "dev", "--report")
     assert result.returncode == 0, result.stderr
     assert "no <start>/<end> tokens" in result.stdout and "model (beam 3)" in result.stdout
     assert "CIDEr-D" in result.stdout and "caption prior" in result.stdout
@@ -289,7 +282,7 @@ def test_evaluate_a_captions_file_needs_only_the_caption_files(trained_run, tmp_
     captions = {test_names[0]: references[test_names[0]][0], test_names[1]: "zebra zebra zebra"}
     captions_file = tmp_path / "other_system.json"
     captions_file.write_text(json.dumps(captions))
-    result = run_cli("evaluate.py", "--data_dir", str(text_only), "--split", "test", "--captions", str(captions_file))
+    result = run_main("evaluate.py", "--data_dir", str(text_only), "--split", "test", "--captions", str(captions_file))
     assert result.returncode == 0, result.stderr
     assert "missing 1 of 3 test images: no caption in the file" in result.stderr
     scores = read_json(str(tmp_path / "other_system.scores_test.json"))
@@ -298,7 +291,7 @@ def test_evaluate_a_captions_file_needs_only_the_caption_files(trained_run, tmp_
     assert good["BLEU-4"] > 0.5 and bad["BLEU-1"] < 1e-9 and good["CIDEr-D"] > bad["CIDEr-D"] == 0.0
 
     captions_file.write_text("{not json")
-    broken = run_cli("evaluate.py", "--data_dir", str(text_only), "--split", "test", "--captions", str(captions_file))
+    broken = run_main("evaluate.py", "--data_dir", str(text_only), "--split", "test", "--captions", str(captions_file))
     assert broken.returncode == 2 and broken.stderr.strip().splitlines() == [
         f"error: {captions_file}: not valid JSON (Expecting property name enclosed in double quotes, line 1)"]
 
@@ -374,7 +367,7 @@ def test_preprocess_reads_your_own_captions_file(tiny_dataset, tmp_path):
     assert metadata["layout"] == "table" and metadata["captions_file"] == str(captions_file)
     assert read_json(str(tmp_path / "run"), "captions.json")["train"] == \
            {name: official.captions[name] for name in official.splits["train"]}
-    missing = run_cli("preprocess.py", "--captions_file", str(captions_file), "--run_dir", str(tmp_path / "r2"))
+    missing = run_main("preprocess.py", "--captions_file", str(captions_file), "--run_dir", str(tmp_path / "r2"))
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [f"error: --captions_file {captions_file}: give --images_dir, "
                                                    f"the folder its image names are in"]

@@ -10,8 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import MOBILENET_NOTOP, PROJECT, needs_shared, tiny_config
-from test_pipeline import run_cli
+from conftest import MOBILENET_NOTOP, PROJECT, needs_shared, run_cli, run_main, tiny_config
 
 PRETRAINED = os.path.join(PROJECT, "pretrained", "flickr8k_mobilenet_v2")
 has_shared_weights = pytest.mark.skipif(not os.path.isfile(MOBILENET_NOTOP),
@@ -118,7 +117,7 @@ def test_a_damaged_package_is_one_clear_line(tiny_package, tmp_path, damage):
     else:
         os.remove(os.path.join(broken, "vocabulary.json"))
     image = reference_image(tiny_package)
-    result = run_cli("predict.py", "--run_dir", broken, "--image_path", image)
+    result = run_main("predict.py", "--run_dir", broken, "--image_path", image)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1
@@ -169,7 +168,7 @@ def test_the_shipped_pretrained_captioner_captions_its_reference_images(capsys):
 
 def test_package_with_an_unreadable_reference_image_is_one_line_and_writes_nothing(trained_run, tmp_path):
     folder = tmp_path / "package"
-    result = run_cli("package.py", "--run_dir", trained_run.run_dir, "--package_dir", str(folder),
+    result = run_main("package.py", "--run_dir", trained_run.run_dir, "--package_dir", str(folder),
                      "--reference_images", str(tmp_path / "not_there.jpg"))
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

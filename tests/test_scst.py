@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from test_pipeline import read_json, run_cli
+from conftest import run_main, tiny_config
+from test_pipeline import read_json
 from train import read_history, train
 
 
@@ -101,7 +101,7 @@ def test_scst_continues_a_run_keeps_both_models_and_resumes(trained_run, tmp_pat
     elif resumed["best_epoch"] == 2:
         assert all(np.array_equal(a, b) for a, b in zip(best, last))
     assert not all(np.array_equal(a, b) for a, b in zip(last, xe_weights))  # the phase did change the model
-    result = run_cli("predict.py", "--run_dir", run_dir, "--image_path",
+    result = run_main("predict.py", "--run_dir", run_dir, "--image_path",
                      os.path.join(trained_run.data_dir, "Flicker8k_Dataset"))
     assert result.returncode == 0, result.stderr
     done = train(scst_config(trained_run, run_dir, scst_epochs=2, resume=True))
@@ -113,7 +113,7 @@ def test_scst_with_the_attention_decoder(attention_run, tmp_path):
     shutil.copytree(attention_run.run_dir, run_dir)
     state = train(scst_config(attention_run, run_dir, scst_epochs=1, block_bad_endings=True))
     assert state["epochs_done"] == 1
-    result = run_cli("evaluate.py", "--run_dir", run_dir, "--data_dir", attention_run.data_dir, "--split", "dev",
+    result = run_main("evaluate.py", "--run_dir", run_dir, "--data_dir", attention_run.data_dir, "--split", "dev",
                      "--model_file", "model_xe.keras", "--beam_size", "1")
     assert result.returncode == 0, result.stderr
     assert os.path.exists(os.path.join(run_dir, "evaluation_dev_model_xe.json"))
@@ -122,12 +122,12 @@ def test_scst_with_the_attention_decoder(attention_run, tmp_path):
 def test_scst_bad_input_is_one_line(trained_run, tmp_path):
     empty = str(tmp_path / "empty")
     os.makedirs(empty)
-    result = run_cli("train.py", "--objective", "scst", "--run_dir", empty, "--data_dir", trained_run.data_dir)
+    result = run_main("train.py", "--objective", "scst", "--run_dir", empty, "--data_dir", trained_run.data_dir)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {empty}: no trained model (model.keras); self-critical training continues a run trained with "
         f"cross-entropy: run python train.py --run_dir {empty} first"]
-    result = run_cli("train.py", "--objective", "scst", "--run_dir", trained_run.run_dir, "--scst_samples", "1")
+    result = run_main("train.py", "--objective", "scst", "--run_dir", trained_run.run_dir, "--scst_samples", "1")
     assert result.returncode == 2 and "needs at least 2" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
