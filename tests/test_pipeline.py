@@ -191,7 +191,8 @@ def test_predict_one_file_several_files_and_a_folder(trained_run, tmp_path):
         shutil.copy(os.path.join(images, name), folder / name)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     output = tmp_path / "captions.json"
-    many = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", str(folder), "--output", str(output))
+    many = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", str(folder),
+                    "--output", str(output))
     assert many.returncode == 0, many.stderr
     lines = many.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(folder / name) for name in names]
@@ -206,7 +207,7 @@ def test_predict_top_shows_the_best_beams_with_log_probabilities(trained_run, tm
     image = os.path.join(images, sorted(os.listdir(images))[0])
     output = tmp_path / "top.json"
     result = run_main("predict.py", "--run_dir", trained_run.run_dir, "--image_path", image, "--beam_size", "4",
-                     "--top", "3", "--output", str(output))
+                      "--top", "3", "--output", str(output))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert [line.split(".")[0] for line in lines] == ["1", "2", "3"]

@@ -169,7 +169,7 @@ def test_the_shipped_pretrained_captioner_captions_its_reference_images(capsys):
 def test_package_with_an_unreadable_reference_image_is_one_line_and_writes_nothing(trained_run, tmp_path):
     folder = tmp_path / "package"
     result = run_main("package.py", "--run_dir", trained_run.run_dir, "--package_dir", str(folder),
-                     "--reference_images", str(tmp_path / "not_there.jpg"))
+                      "--reference_images", str(tmp_path / "not_there.jpg"))
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "not_there.jpg: missing file" in lines[0]

@@ -102,7 +102,7 @@ def test_scst_continues_a_run_keeps_both_models_and_resumes(trained_run, tmp_pat
         assert all(np.array_equal(a, b) for a, b in zip(best, last))
     assert not all(np.array_equal(a, b) for a, b in zip(last, xe_weights))  # the phase did change the model
     result = run_main("predict.py", "--run_dir", run_dir, "--image_path",
-                     os.path.join(trained_run.data_dir, "Flicker8k_Dataset"))
+                      os.path.join(trained_run.data_dir, "Flicker8k_Dataset"))
     assert result.returncode == 0, result.stderr
     done = train(scst_config(trained_run, run_dir, scst_epochs=2, resume=True))
     assert done["epochs_done"] == 2  # nothing left to do
@@ -114,7 +114,7 @@ def test_scst_with_the_attention_decoder(attention_run, tmp_path):
     state = train(scst_config(attention_run, run_dir, scst_epochs=1, block_bad_endings=True))
     assert state["epochs_done"] == 1
     result = run_main("evaluate.py", "--run_dir", run_dir, "--data_dir", attention_run.data_dir, "--split", "dev",
-                     "--model_file", "model_xe.keras", "--beam_size", "1")
+                      "--model_file", "model_xe.keras", "--beam_size", "1")
     assert result.returncode == 0, result.stderr
     assert os.path.exists(os.path.join(run_dir, "evaluation_dev_model_xe.json"))
 
