@@ -146,6 +146,8 @@ def train_scst(config: Config) -> dict:
 
     resuming = config.resume and os.path.exists(state_path) and os.path.exists(last_path)
     history_path = os.path.join(run_dir, HISTORY)
+    earlier = ([row for row in read_history(history_path) if row["objective"] != "scst"]
+               if os.path.exists(history_path) else [])
     if resuming:
         with open(state_path, encoding="utf-8") as handle:
             state = json.load(handle)
@@ -160,9 +162,7 @@ def train_scst(config: Config) -> dict:
         shutil.copyfile(xe_path, os.path.join(run_dir, BEST_MODEL))  # the best so far, until this phase beats it
         state = {"epochs_done": 0}
         if os.path.exists(history_path):  # a restarted phase: forget the rows of the one before
-            write_history(history_path, [row for row in read_history(history_path) if row["objective"] != "scst"])
-    earlier = ([row for row in read_history(history_path) if row["objective"] != "scst"]
-               if os.path.exists(history_path) else [])
+            write_history(history_path, earlier)
     fine_tune_state = os.path.join(run_dir, FINE_TUNE_STATE)
     if earlier and os.path.exists(fine_tune_state):  # this phase follows encoder fine-tuning: counted after it
         with open(fine_tune_state, encoding="utf-8") as handle:
