@@ -323,8 +323,7 @@ def fine_tune_epochs(run_dir: str, config: Config, state: dict, encoder: keras.M
     step = JointStep(encoder, decoder)
     bookkeeping = EpochBookkeeping(run_dir, config, "cider", state, score_with_current_encoder, decoder,
                                    objective="fine_tune", epoch_offset=state["epoch_offset"],
-                                   kept_before=state["kept_before"], encoder=encoder,
-                                   extra_state={key: state[key] for key in ("epoch_offset", "kept_before")})
+                                   kept_before=state["kept_before"], encoder=encoder)
     bookkeeping.set_model(decoder)
     trainable = sum(int(np.prod(variable.shape)) for variable in encoder.trainable_variables)
     print(f"fine-tuning {len(on_disk)} training images' encoder and decoder: {trainable:,} encoder weights train "

@@ -103,16 +103,16 @@ class EpochBookkeeping(keras.callbacks.Callback):
     def __init__(self, run_dir: str, config: Config, monitor: str, state: dict,
                  dev_scorer: Optional[DevScorer], captioner: keras.Model, writes: bool = True,
                  objective: str = "xe", epoch_offset: int = 0, kept_before: int = 0,
-                 encoder: Optional[keras.Model] = None, extra_state: Optional[dict] = None):
+                 encoder: Optional[keras.Model] = None):
         """`objective` "scst" or "fine_tune": a later phase, with its own checkpoint and state files; its
         epochs are counted after the `epoch_offset` epochs before it in history.csv, and until it
         improves, model.keras is still the one of epoch `kept_before` (the curves mark it).
         `encoder`: a trainable encoder (fine-tuning), saved and checkpointed with the decoder.
-        `extra_state`: the phase's own fields, written into its state file beside the common ones."""
+        The state file keeps `epoch_offset` and `kept_before`: a phase after this one counts from them."""
         super().__init__()
         self.objective, self.epoch_offset, self.kept_before = objective, epoch_offset, kept_before
         self.last_model, self.state_file = PHASE_FILES[objective]
-        self.encoder, self.extra_state = encoder, extra_state or {}
+        self.encoder = encoder
         self.run_dir, self.config, self.monitor, self.dev_scorer = run_dir, config, monitor, dev_scorer
         # What is saved: the captioner, while Keras fits (and hands this callback) its training view.
         self.captioner, self.writes = captioner, writes
@@ -158,7 +158,8 @@ class EpochBookkeeping(keras.callbacks.Callback):
             write_json(os.path.join(self.run_dir, self.state_file),
                        {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
                         "last_decay_epoch": self.last_decay,
-                        "learning_rate": learning_rate_of(self.model), **self.extra_state})
+                        "learning_rate": learning_rate_of(self.model), "epoch_offset": self.epoch_offset,
+                        "kept_before": self.kept_before})
             append_history(os.path.join(self.run_dir, HISTORY), row)
             if self.summaries is not None:
                 with self.summaries.as_default():
