@@ -80,13 +80,16 @@ def check_top(top: int, beam_size: int) -> None:
         raise ValueError(f"--top {top} needs at least {top} beams: add --beam_size {top} (or more)")
 
 
+def fine_tuned_encoder(metadata: dict) -> str:
+    """Which fine-tuned encoder a run captions with (its file's digest names it); empty for a frozen encoder."""
+    if not metadata.get("fine_tuned_encoder"):
+        return ""
+    return metadata["feature_store"]["identity"]["weights"]
+
+
 def check_ensemble(run_dirs: Sequence[str], metadata: Sequence[dict], vocabularies: Sequence[Vocabulary]) -> None:
     """Runs captioning together must read the same features and write the same words."""
     first = run_dirs[0]
-    tuned = [run_dir for run_dir, values in zip(run_dirs, metadata) if values.get("fine_tuned_encoder")]
-    if tuned and len(run_dirs) > 1:
-        raise ValueError(f"ensemble: {tuned[0]} has its own fine-tuned encoder; an ensemble's runs must share one "
-                         f"encoder, so a fine-tuned run captions alone")
     for run_dir, other, vocabulary in zip(run_dirs[1:], metadata[1:], vocabularies[1:]):
         for key, what in (("encoder", "encoder"), ("weights", "encoder weights"), ("features", "feature kind"),
                           ("encoder_seed", "untrained encoder's seed")):
@@ -95,10 +98,14 @@ def check_ensemble(run_dirs: Sequence[str], metadata: Sequence[dict], vocabulari
             if other.get(key, "global") != metadata[0].get(key, "global"):
                 raise ValueError(f"ensemble: {run_dir} has {what} {other.get(key, 'global')}, {first} has "
                                  f"{metadata[0].get(key, 'global')}; an ensemble's runs must share encoder and features")
+        if fine_tuned_encoder(other) != fine_tuned_encoder(metadata[0]):
+            raise ValueError(f"ensemble: {run_dir} has {fine_tuned_encoder(other) or 'the frozen encoder'}, {first} has "
+                             f"{fine_tuned_encoder(metadata[0]) or 'the frozen encoder'}; an ensemble's runs must share "
+                             f"one encoder (train the other members with --features_from one fine-tuned run)")
         if vocabulary.tokens != vocabularies[0].tokens:
             raise ValueError(f"ensemble: {run_dir} and {first} have different vocabularies; an ensemble's runs must "
-                             f"be trained on the same preprocessed data (copy one run folder's features and "
-                             f"vocabulary, then train each member in its copy)")
+                             f"be trained on the same preprocessed data (train each member with --features_from "
+                             f"one run folder)")
 
 
 class Captioner:

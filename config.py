@@ -51,6 +51,9 @@ class Config:
     extract_batch_size: int = _option(32, "images per encoder batch during feature extraction")
     split_seed: int = _option(1234, "seed of the 75/12.5/12.5 split drawn when a dataset has no split files")
     encoder_seed: int = _option(7, "seed that makes an untrained (--weights none) encoder reproducible")
+    features_from: str = _option("", "instead of extracting features: copy this run's features, vocabulary, captions "
+                                     "and metadata (and its fine-tuned encoder, if it has one) into the new run "
+                                     "folder, to train another decoder on them; runs made so can form an ensemble")
 
     # Decoder.
     decoder: str = _option("merge", "merge: the LSTM reads words, the image joins after it (Tanti et al.); "
@@ -207,7 +210,8 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
 
 
 PREPROCESS_FLAGS = ("data_dir", "captions_file", "images_dir", "run_dir", "download", "encoder", "weights", "limit", "min_word_count",
-                    "max_caption_words", "features", "shard", "extract_batch_size", "split_seed", "encoder_seed")
+                    "max_caption_words", "features", "shard", "extract_batch_size", "split_seed", "encoder_seed",
+                    "features_from")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout", "attention_units",
                                   "attention_regularization", "epochs", "batch_size", "length_window",
                                   "learning_rate", "seed", "resume", "monitor", "eval_every", "patience",

@@ -3,6 +3,8 @@
     python preprocess.py --data_dir ../shared/data/flickr8k --encoder mobilenet_v2 --weights PATH
     python preprocess.py --download flickr8k --data_dir data/flickr8k      # fetch Flickr8k first
     python preprocess.py --shard 0/2 ...   (on machine 1; --shard 1/2 on machine 2; then without --shard to merge)
+    python preprocess.py --features_from runs/tuned --run_dir runs/tuned_s7   # another run's features, to
+                                                      # train another decoder on them (an ensemble member)
 
 Safe to interrupt: run the same command again and it resumes where it stopped.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
@@ -70,7 +73,57 @@ def extract(store: FeatureStore, paths: List[str], names: List[str], encoder_mod
     return skipped
 
 
+def copy_features_from(source_dir: str, run_dir: str) -> dict:
+    """Starts `run_dir` from `source_dir`'s preprocessed data (and fine-tuned encoder); the new metadata.
+
+    Files are copied under temporary names and renamed, metadata last: a folder without metadata is
+    not started, and running the same command again after an interruption copies again."""
+    source_metadata = os.path.join(source_dir, METADATA)
+    if not os.path.exists(source_metadata):
+        raise ValueError(f"--features_from {source_dir}: no {METADATA}; name a run folder that preprocess.py "
+                         f"(or train.py) has filled")
+    if os.path.abspath(source_dir) == os.path.abspath(run_dir):
+        raise ValueError(f"--features_from {source_dir} is the run folder itself: give a new --run_dir")
+    with open(source_metadata, encoding="utf-8") as handle:
+        metadata = json.load(handle)
+    origin = os.path.abspath(source_dir)
+    existing = os.path.join(run_dir, METADATA)
+    if os.path.exists(existing):
+        with open(existing, encoding="utf-8") as handle:
+            copied = json.load(handle)
+        if copied.get("features_from") == origin:
+            return copied  # copied before: nothing to do
+        raise ValueError(f"{run_dir} already has its own features; --features_from starts a new run: give a new "
+                         f"--run_dir")
+    tuned = metadata.get("fine_tuned_encoder")
+    if tuned and not tuned.get("features_written"):
+        raise ValueError(f"--features_from {source_dir}: its encoder fine-tuning has not written the fine-tuned "
+                         f"features yet: finish it with python train.py --run_dir {source_dir} --fine_tune_encoder "
+                         f"--resume")
+    store = metadata["feature_store"]["name"]
+    names = ["vocabulary.json", "captions.json"] + [store + suffix for suffix in (".bin", ".index", ".json")]
+    names += [tuned["file"]] if tuned else []
+    missing = [name for name in names if not os.path.exists(os.path.join(source_dir, name))]
+    if missing:
+        raise ValueError(f"--features_from {source_dir}: no {missing[0]}; the run folder is incomplete")
+    os.makedirs(run_dir, exist_ok=True)
+    for name in names:
+        shutil.copyfile(os.path.join(source_dir, name), os.path.join(run_dir, name + ".partial"))
+        os.replace(os.path.join(run_dir, name + ".partial"), os.path.join(run_dir, name))
+    metadata = {**metadata, "features_from": origin}
+    write_json(existing, metadata)
+    kind = "the fine-tuned encoder, its features" if tuned else "the features"
+    print(f"copied {kind}, vocabulary and captions of {source_dir} into {run_dir}")
+    return metadata
+
+
 def preprocess(config: Config) -> dict:
+    if config.features_from:
+        if config.shard or config.download:
+            raise ValueError("--features_from copies a finished run's features: leave out --shard and --download")
+        metadata = copy_features_from(config.features_from, config.resolved_run_dir())
+        save_config(config, config.resolved_run_dir(), "preprocess")
+        return metadata
     if config.encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {config.encoder!r}; choose one of {', '.join(ENCODERS)}")
     shard = parse_shard(config.shard)

@@ -5,6 +5,8 @@
     python train.py --strategy mirrored         # every local GPU; multi_worker: several machines (TF_CONFIG)
     python train.py --objective scst            # then: self-critical training of the same run (scst.py)
     python train.py --fine_tune_encoder         # or: train the encoder's top layers too (finetune.py)
+    python train.py --features_from runs/tuned --seed 7 --run_dir runs/tuned_s7   # another decoder on a
+                                                # run's (fine-tuned) features: an ensemble member
 
 Runs preprocess.py first when the run folder has no metadata yet, so this one command goes from
 images to a model. Keeps the model with the best dev CIDEr-D (`--monitor`), scoring greedy dev captions
@@ -247,7 +249,9 @@ def train(config: Config) -> dict:
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     run_dir = config.resolved_run_dir()
-    if not os.path.exists(os.path.join(run_dir, METADATA)):
+    if config.features_from:
+        preprocess(config)  # refused when this run folder has features of its own
+    elif not os.path.exists(os.path.join(run_dir, METADATA)):
         if config.strategy == "multi_worker":
             raise ValueError(f"{run_dir} has no features: run preprocess.py first (--shard I/N on each machine, "
                              f"then once without --shard to merge) and give every worker the run folder")
