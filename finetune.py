@@ -34,11 +34,11 @@ import tensorflow as tf
 from config import Config, save_config
 from encoders import ENCODERS, ImageError, build_encoder, encode_pixels, load_batches, load_image
 from feature_store import FeatureStore, feature_shape, open_features
+from history import read_history, write_history
 from model import build_training_model, compile_model
 from preprocess import METADATA, extract, report, write_json
 from train import (BEST_MODEL, ENCODER_MODEL, FINE_TUNE_STATE, HISTORY, LAST_ENCODER, LAST_FINE_TUNE_MODEL,
-                   LAST_SCST_MODEL, SCST_STATE, XE_MODEL, DevScorer, EpochBookkeeping, load_run, patience_exhausted,
-                   read_history, write_history)
+                   LAST_SCST_MODEL, SCST_STATE, XE_MODEL, DevScorer, EpochBookkeeping, load_run, patience_exhausted)
 
 FROZEN_DIR = "frozen_encoder"
 # What the frozen-encoder copy of the run needs to be a run folder of its own. Self-critical files move

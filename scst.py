@@ -30,10 +30,11 @@ import tensorflow as tf
 from config import Config, save_config
 from decoding import CaptionDecoder, bad_ending_ids
 from feature_store import open_features
+from history import read_history, write_history
 from model import build_training_model, compile_model
 from reward import CiderD
 from train import (BEST_MODEL, CURVES, FINE_TUNE_STATE, HISTORY, LAST_SCST_MODEL, SCST_STATE, STATE, XE_MODEL,
-                   DevScorer, EpochBookkeeping, load_run, patience_exhausted, read_history, write_history)
+                   DevScorer, EpochBookkeeping, load_run, patience_exhausted)
 from vocabulary import START_ID
 
 

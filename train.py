@@ -14,7 +14,6 @@ every `--eval_every` epochs; `--resume` continues an interrupted run.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -39,6 +38,7 @@ from decoding import CaptionDecoder, bad_ending_ids, decoder_name  # noqa: E402
 from distributed import (ValidationScores, describe, distributed_batches, fit_distributed, is_chief,  # noqa: E402
                          make_strategy, same_on_every_worker)
 from feature_store import feature_shape, open_features  # noqa: E402
+from history import HISTORY_COLUMNS, append_history, read_history  # noqa: E402
 from metrics import coco_scores  # noqa: E402
 from model import build_model, build_training_model, compile_model  # noqa: E402
 from preprocess import METADATA, preprocess, write_json  # noqa: E402
@@ -55,9 +55,6 @@ LAST_FINE_TUNE_MODEL, FINE_TUNE_STATE = "last_epoch_fine_tune.keras", "training_
 PHASE_FILES = {"xe": (LAST_MODEL, STATE), "scst": (LAST_SCST_MODEL, SCST_STATE),
                "fine_tune": (LAST_FINE_TUNE_MODEL, FINE_TUNE_STATE)}
 CURVES, TENSORBOARD = "training_curves.png", "tensorboard"
-# scst_loss and reward: the self-critical phase's policy loss and mean sample reward (CIDEr-D).
-HISTORY_COLUMNS = ("epoch", "objective", "loss", "accuracy", "val_loss", "val_accuracy", "scst_loss", "reward",
-                   "dev_bleu4", "dev_cider", "seconds")
 SHOWN_COLUMNS = HISTORY_COLUMNS[2:-1]
 # --monitor value -> (history column, True when higher is better)
 MONITORS = {"cider": ("dev_cider", True), "bleu4": ("dev_bleu4", True), "val_loss": ("val_loss", False),
@@ -192,33 +189,6 @@ def learning_rate_of(model: keras.Model) -> float:
 
 def dev_scoring_due(epochs_done: int, config: Config) -> bool:
     return epochs_done % config.eval_every == 0 or epochs_done == config.epochs
-
-
-def write_history(path: str, rows: List[Dict[str, object]]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def append_history(path: str, row: Dict[str, object]) -> None:
-    if os.path.exists(path):
-        with open(path, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if tuple(header) != HISTORY_COLUMNS:  # written with other columns: rewrite it with these
-            write_history(path, read_history(path))
-    else:
-        write_history(path, [])
-    with open(path, "a", encoding="utf-8", newline="") as handle:
-        csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS).writerow({key: row.get(key, "") for key in HISTORY_COLUMNS})
-
-
-def read_history(path: str) -> List[Dict[str, object]]:
-    """The rows of history.csv, numbers as floats; rows without an objective are cross-entropy ("xe")."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        return [{"objective": "xe", **{key: value if key == "objective" else float(value)
-                                       for key, value in row.items() if key and value not in ("", None)}}
-                for row in csv.DictReader(handle)]
 
 
 def load_run(run_dir: str):

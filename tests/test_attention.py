@@ -158,7 +158,8 @@ def test_spatial_features_attention_training_resume_evaluate_and_maps(attention_
     from captioner import Captioner
     from evaluate import evaluate
     from predict import predict
-    from train import read_history, train
+    from history import read_history
+    from train import train
 
     tiny_dataset, run_dir = attention_run.data_dir, str(tmp_path / "run")
     shutil.copytree(attention_run.run_dir, run_dir)

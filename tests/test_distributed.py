@@ -13,7 +13,8 @@ import pytest
 from captioner import Captioner
 from conftest import PROJECT, tiny_config
 from data_loader import caption_batches
-from train import read_history, train
+from history import read_history
+from train import train
 
 TRAIN = os.path.join(PROJECT, "train.py")
 TWO_CPUS = os.path.join(PROJECT, "tests", "two_logical_cpus.py")

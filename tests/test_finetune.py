@@ -85,7 +85,8 @@ def test_only_the_chosen_layers_change_and_batch_norm_statistics_stay(fine_tuned
 def test_fine_tuning_resumes_with_its_optimizer_state(fine_tuned_run):
     import keras
 
-    from train import HISTORY, LAST_ENCODER, read_history
+    from history import read_history
+    from train import HISTORY, LAST_ENCODER
 
     config, seen = fine_tuned_run
     assert seen["steps_per_epoch"] == 3  # 10 training images, 4 per batch
@@ -182,7 +183,8 @@ def test_a_package_of_a_fine_tuned_run_carries_its_encoder(fine_tuned_run, tmp_p
 
 def test_fine_tuning_the_attention_decoder_then_self_critical_training(attention_run, tmp_path):
     from captioner import Captioner
-    from train import HISTORY, XE_MODEL, read_history, train
+    from history import read_history
+    from train import HISTORY, XE_MODEL, train
 
     config = fine_tune_copy(attention_run, tmp_path, fine_tune_batch_size=10)
     train(config)

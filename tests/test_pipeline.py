@@ -11,7 +11,8 @@ import encoders
 from conftest import MOBILENET_NOTOP, TINY_SPLITS, run_cli, run_main, tiny_config
 from feature_store import open_features
 from preprocess import preprocess
-from train import read_history, train
+from history import read_history
+from train import train
 
 
 def read_json(*parts):

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import run_main, tiny_config
 from test_pipeline import read_json
-from train import read_history, train
+from history import read_history
+from train import train
 
 
 def scst_config(base, run_dir, **overrides):
@@ -162,7 +163,7 @@ def test_tensorboard_logs_hold_the_dev_metrics_of_both_phases(trained_run, tmp_p
 
 
 def test_a_history_written_before_the_objective_column_is_rewritten_with_it(tmp_path):
-    from train import HISTORY_COLUMNS, append_history
+    from history import HISTORY_COLUMNS, append_history
 
     path = str(tmp_path / "history.csv")
     with open(path, "w", encoding="utf-8") as handle:
