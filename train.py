@@ -238,7 +238,8 @@ def train(config: Config) -> dict:
         raise ValueError(f"{run_dir}: no training captions with image features; run preprocess.py again")
     print(f"training on {len(train_rows)} captions of {len(set(train_rows.tolist()))} images, "
           f"validating on {len(dev_rows)} dev captions; {config.decoder} decoder, encoder {metadata['encoder']} "
-          f"({metadata.get('features', 'global')} features), weights {metadata['weights']}")
+          f"({metadata.get('features', 'global')} features), "
+          + ("fine-tuned (encoder.keras)" if metadata.get("fine_tuned_encoder") else f"weights {metadata['weights']}"))
     if strategy is not None:
         print(f"--strategy {config.strategy}, global batch {config.batch_size}: {describe(strategy)}")
 

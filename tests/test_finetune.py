@@ -295,6 +295,7 @@ def test_decoders_trained_on_one_fine_tuned_runs_features_form_an_ensemble(fine_
                       config.run_dir, "--seed", "5", "--epochs", "1", *sizes)
     assert result.returncode == 0, result.stderr
     assert "copied the fine-tuned encoder, its features, vocabulary and captions" in result.stdout
+    assert "(global features), fine-tuned (encoder.keras)" in result.stdout  # not the weights it started from
     source = Captioner(config.run_dir)
     store = source.metadata["feature_store"]["name"]
     for name in (ENCODER_MODEL, "vocabulary.json", "captions.json", store + ".bin", store + ".index"):
@@ -345,6 +346,8 @@ def test_features_from_refuses_what_it_cannot_start_from(fine_tuned_run, trained
     with open(metadata_path, "w", encoding="utf-8") as handle:
         json.dump(metadata, handle)
     assert "--fine_tune_encoder --resume" in refused("--features_from", unfinished, "--run_dir", new)
+    assert "leave out --shard and --download" in refused("--features_from", config.run_dir, "--run_dir", new,
+                                                         "--shard", "0/2")
     assert not os.path.exists(new)  # nothing started
     # A run with a frozen encoder gives its features alone: the copy has no encoder file.
     frozen_copy = run_main("preprocess.py", "--features_from", trained_run.run_dir, "--run_dir", new)
