@@ -14,8 +14,8 @@ import numpy as np
 import attention  # noqa: F401  (registers the attention layer, so attention models load)
 from decoding import CaptionDecoder, bad_ending_ids, decoder_name
 from config import PROJECT_DIR, SAMPLE_DATA_DIR
-from encoders import (ENCODERS, ImageError, build_encoder, describe_weights, encode_pixels, load_batches, load_image,
-                      weights_note)
+from encoders import (ENCODERS, ImageError, build_encoder, describe_fine_tuning, describe_weights, encode_pixels,
+                      load_batches, load_image, weights_note)
 from feature_store import feature_shape
 from vocabulary import Vocabulary
 
@@ -170,8 +170,7 @@ class Captioner:
         decoder = (f"{self.decoder_name} decoder" if len(self.models) == 1 else
                    f"ensemble of {len(self.models)} {self.decoder_name} decoders")
         if self.fine_tuned:
-            return (f"{decoder}, encoder {self.metadata['encoder']} fine-tuned from "
-                    f"{describe_weights(self.fine_tuned['from_weights'])} ({self.fine_tuned['file']})")
+            return f"{decoder}, encoder {self.metadata['encoder']} {describe_fine_tuning(self.fine_tuned)}"
         return f"{decoder}, encoder {self.metadata['encoder']}, weights {describe_weights(self.weights)}"
 
     def caption_features(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0) -> List[str]:

@@ -239,3 +239,8 @@ def describe_weights(weights: str) -> str:
     if weights == "none":
         return "none (UNTRAINED encoder: captions rely on colour and layout only)"
     return weights
+
+
+def describe_fine_tuning(fine_tuned_encoder: dict) -> str:
+    """What a run's metadata["fine_tuned_encoder"] says: the weights it started from and its file."""
+    return f"fine-tuned from {describe_weights(fine_tuned_encoder['from_weights'])} ({fine_tuned_encoder['file']})"

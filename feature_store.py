@@ -181,12 +181,17 @@ def feature_shape(metadata: dict) -> tuple[int, ...]:
     return tuple(metadata.get("feature_shape", [metadata["feature_dim"]]))
 
 
-def open_features(run_dir: str, metadata: dict) -> tuple[FeatureRows, Dict[str, int]]:
-    """The run's features (read on demand) and image name -> row, as recorded in its metadata."""
+def check_features_written(run_dir: str, metadata: dict) -> None:
+    """Refuses a run whose encoder fine-tuning has not yet replaced its features with the fine-tuned ones."""
     tuned = metadata.get("fine_tuned_encoder")
     if tuned and not tuned.get("features_written"):
         raise ValueError(f"{run_dir}: its encoder is being fine-tuned, and the fine-tuned encoder's features are not "
                          f"written yet: finish with python train.py --run_dir {run_dir} --fine_tune_encoder --resume")
+
+
+def open_features(run_dir: str, metadata: dict) -> tuple[FeatureRows, Dict[str, int]]:
+    """The run's features (read on demand) and image name -> row, as recorded in its metadata."""
+    check_features_written(run_dir, metadata)
     store_info = metadata["feature_store"]
     store = FeatureStore(run_dir, store_info["name"], feature_shape(metadata), store_info["dtype"],
                          store_info["identity"])

@@ -24,7 +24,7 @@ quiet_tensorflow()
 from data_loader import SPLITS, load_dataset  # noqa: E402
 from download import download_dataset  # noqa: E402
 from encoders import ENCODERS, encode_pixels, load_batches, open_encoder  # noqa: E402
-from feature_store import FeatureStore, merge_shards, shard_name  # noqa: E402
+from feature_store import FeatureStore, check_features_written, merge_shards, shard_name  # noqa: E402
 from vocabulary import Vocabulary  # noqa: E402
 
 METADATA = "metadata.json"
@@ -95,11 +95,8 @@ def copy_features_from(source_dir: str, run_dir: str) -> dict:
             return copied  # copied before: nothing to do
         raise ValueError(f"{run_dir} already has its own features; --features_from starts a new run: give a new "
                          f"--run_dir")
+    check_features_written(source_dir, metadata)
     tuned = metadata.get("fine_tuned_encoder")
-    if tuned and not tuned.get("features_written"):
-        raise ValueError(f"--features_from {source_dir}: its encoder fine-tuning has not written the fine-tuned "
-                         f"features yet: finish it with python train.py --run_dir {source_dir} --fine_tune_encoder "
-                         f"--resume")
     store = metadata["feature_store"]["name"]
     names = ["vocabulary.json", "captions.json"] + [store + suffix for suffix in (".bin", ".index", ".json")]
     names += [tuned["file"]] if tuned else []

@@ -37,6 +37,7 @@ from data_loader import caption_batches, training_examples  # noqa: E402
 from decoding import CaptionDecoder, bad_ending_ids, decoder_name  # noqa: E402
 from distributed import (ValidationScores, describe, distributed_batches, fit_distributed, is_chief,  # noqa: E402
                          make_strategy, same_on_every_worker)
+from encoders import describe_fine_tuning  # noqa: E402
 from feature_store import feature_shape, open_features  # noqa: E402
 from history import HISTORY_COLUMNS, append_history, read_history  # noqa: E402
 from metrics import coco_scores  # noqa: E402
@@ -239,7 +240,8 @@ def train(config: Config) -> dict:
     print(f"training on {len(train_rows)} captions of {len(set(train_rows.tolist()))} images, "
           f"validating on {len(dev_rows)} dev captions; {config.decoder} decoder, encoder {metadata['encoder']} "
           f"({metadata.get('features', 'global')} features), "
-          + ("fine-tuned (encoder.keras)" if metadata.get("fine_tuned_encoder") else f"weights {metadata['weights']}"))
+          + (describe_fine_tuning(metadata["fine_tuned_encoder"]) if metadata.get("fine_tuned_encoder")
+             else f"weights {metadata['weights']}"))
     if strategy is not None:
         print(f"--strategy {config.strategy}, global batch {config.batch_size}: {describe(strategy)}")
 

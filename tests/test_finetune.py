@@ -295,7 +295,8 @@ def test_decoders_trained_on_one_fine_tuned_runs_features_form_an_ensemble(fine_
                       config.run_dir, "--seed", "5", "--epochs", "1", *sizes)
     assert result.returncode == 0, result.stderr
     assert "copied the fine-tuned encoder, its features, vocabulary and captions" in result.stdout
-    assert "(global features), fine-tuned (encoder.keras)" in result.stdout  # not the weights it started from
+    # The encoder it trains on is the fine-tuned file, not the weights that fine-tuning started from.
+    assert "(global features), fine-tuned from none (UNTRAINED" in result.stdout and "(encoder.keras)" in result.stdout
     source = Captioner(config.run_dir)
     store = source.metadata["feature_store"]["name"]
     for name in (ENCODER_MODEL, "vocabulary.json", "captions.json", store + ".bin", store + ".index"):
