@@ -113,7 +113,7 @@ class Captioner:
 
     def __init__(self, run_dir, max_decode_length: int = 0, beam_size: int = 1, length_penalty: float = 0.0,
                  no_repeat_ngram_size: int = 0, block_bad_endings: bool = False, model_file: str = "model.keras",
-                 weights: str = ""):
+                 weights: str = "", ensemble_mean: str = "geometric"):
         """`weights`: the encoder's weights when they are not the ones the run recorded ('imagenet' or a
         local file; the encoder check, where the run has one, says whether they match)."""
         self.run_dirs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
@@ -139,10 +139,11 @@ class Captioner:
         self.model = self.models[0]
         self.max_length = max_decode_length or max(m["max_caption_length"] for m in metadata)
         self.decoder = CaptionDecoder(self.models, self.max_length, no_repeat_ngram_size,
-                                      bad_ending_ids(self.vocabulary) if block_bad_endings else ())
+                                      bad_ending_ids(self.vocabulary) if block_bad_endings else (), ensemble_mean)
         self.decoder_name = decoder_name(self.model)  # one kind for all: their features are of one kind
         self.beam_size, self.length_penalty = beam_size, length_penalty
         self.no_repeat_ngram_size, self.block_bad_endings = no_repeat_ngram_size, block_bad_endings
+        self.ensemble_mean = ensemble_mean if len(self.models) > 1 else ""
         self.fine_tuned = self.metadata.get("fine_tuned_encoder")
         if self.fine_tuned and weights and weights != self.metadata["weights"]:
             print(f"note: {self.run_dir} carries its own fine-tuned encoder ({self.fine_tuned['file']}): "
@@ -160,7 +161,7 @@ class Captioner:
         run_dirs = [PRETRAINED_DIR] if package_by_default and not names_a_run else config.resolved_run_dirs()
         return cls(run_dirs, config.max_decode_length, config.beam_size,
                    config.length_penalty, config.no_repeat_ngram_size, config.block_bad_endings, config.model_file,
-                   "" if config.weights == "auto" else config.weights)
+                   "" if config.weights == "auto" else config.weights, config.ensemble_mean)
 
     @property
     def has_attention(self) -> bool:
@@ -193,7 +194,8 @@ class Captioner:
 
     def decoding(self) -> str:
         rules = (f", no repeated {self.no_repeat_ngram_size}-grams" if self.no_repeat_ngram_size else "") + \
-                (", no bad endings" if self.block_bad_endings else "")
+                (", no bad endings" if self.block_bad_endings else "") + \
+                (f", {self.ensemble_mean} mean" if self.ensemble_mean else "")
         if self.beam_size == 1:
             return "greedy" + rules
         return f"beam {self.beam_size}, length penalty {self.length_penalty}" + rules

@@ -124,6 +124,10 @@ class Config:
     no_repeat_ngram_size: int = _option(0, "never repeat an n-gram of this many words within a caption (0 = off)")
     block_bad_endings: bool = _option(False, "never end a caption on a word such as a, the, of, in, with "
                                              "(training: in the samples of self-critical training and in dev scoring)")
+    ensemble_mean: str = _option("geometric", "an ensemble (several --run_dir): average the models' word "
+                                              "log-probabilities and renormalise (geometric), or their probabilities "
+                                              "(arithmetic); geometric scored higher on Flickr8k (docs/results.md)",
+                                 choices=("arithmetic", "geometric"))
     model_file: str = _option("model.keras", "which model of the run folder to caption with: model.keras (the best "
                                              "of the last training phase) or model_xe.keras (the cross-entropy model "
                                              "of a run continued with --objective scst)")
@@ -222,7 +226,7 @@ TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout"
                                   "no_repeat_ngram_size", "block_bad_endings")
 # How captions are decoded, for predict.py, evaluate.py and the page.
 DECODING_FLAGS = ("max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "no_repeat_ngram_size",
-                  "block_bad_endings", "model_file")
+                  "block_bad_endings", "ensemble_mean", "model_file")
 
 
 def run_script(main, *args) -> None:

@@ -138,6 +138,7 @@ def evaluate(config: Config) -> dict:
         suffix += "_noendings" if config.block_bad_endings else ""
         suffix += f"_{os.path.splitext(config.model_file)[0]}" if config.model_file != "model.keras" else ""
         suffix += f"_ensemble{len(captioner.run_dirs)}" if len(captioner.run_dirs) > 1 else ""
+        suffix += "_arithmetic" if captioner.ensemble_mean == "arithmetic" else ""
         output = os.path.join(run_dir, f"evaluation_{config.split}{suffix}.json")
         report_base = os.path.join(run_dir, f"report_{config.split}{suffix}")
     if not generated:

@@ -33,6 +33,12 @@ def test_an_ensemble_of_two_copies_captions_like_one_run(trained_run, two_copies
     assert {name: entry["generated"] for name, entry in together["captions"].items()} == \
            {name: entry["generated"] for name, entry in alone["captions"].items()}
     assert together["caption_statistics"]["distinct"] == alone["caption_statistics"]["distinct"]
+    # Either mean of two equal distributions is that distribution: the same captions again.
+    assert evaluate.main(["--run_dir", first, second, *arguments, "--ensemble_mean", "arithmetic"]) == 0
+    arithmetic = read_json(first, "evaluation_dev_beam3_ensemble2_arithmetic.json")
+    assert together["decoding"].endswith("geometric mean") and arithmetic["decoding"].endswith("arithmetic mean")
+    assert {name: entry["generated"] for name, entry in arithmetic["captions"].items()} == \
+           {name: entry["generated"] for name, entry in alone["captions"].items()}
 
     image = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
     output = os.path.join(first, "pair.json")

@@ -237,7 +237,8 @@ def test_ensemble_of_one_is_the_model_and_of_two_copies_gives_the_same_captions(
     single = CaptionDecoder(model, max_length=6)
     twin = keras.models.clone_model(model)
     twin.set_weights(model.get_weights())
-    for ensemble in (CaptionDecoder([model], max_length=6), CaptionDecoder([model, twin], max_length=6)):
+    for ensemble in (CaptionDecoder([model], max_length=6), CaptionDecoder([model, twin], max_length=6),
+                     CaptionDecoder([model, twin], max_length=6, ensemble_mean="arithmetic")):
         np.testing.assert_array_equal(ensemble.greedy(features), single.greedy(features))
         for ours, theirs in zip(ensemble.beam_search(features, 3), single.beam_search(features, 3)):
             assert [h.token_ids for h in ours] == [h.token_ids for h in theirs]
@@ -245,20 +246,36 @@ def test_ensemble_of_one_is_the_model_and_of_two_copies_gives_the_same_captions(
                                        rtol=1e-5)
 
 
-def test_ensemble_averages_the_word_probabilities(model):
+@pytest.mark.parametrize("mean", ["arithmetic", "geometric"])
+def test_ensemble_averages_the_word_probabilities(model, mean):
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(11)
     other = build_merge_model(tiny_config("", "", embedding_dim=8, units=8), VOCABULARY, FEATURES)
     features = np.random.default_rng(8).normal(scale=3.0, size=(4, FEATURES)).astype(np.float32)
 
     def averaged(inputs):
-        return (model(inputs, training=False) + other(inputs, training=False)) / 2
+        ours, theirs = model(inputs, training=False), other(inputs, training=False)
+        if mean == "arithmetic":
+            return (ours + theirs) / 2
+        return tf.nn.softmax((tf.math.log(ours) + tf.math.log(theirs)) / 2, axis=-1)
 
     sys.path.insert(0, os.path.join(PROJECT, "benchmarks"))
-    from tutorial_baselines import greedy_per_word
+    from tutorial_baselines import beam_per_word, greedy_per_word
 
-    greedy = CaptionDecoder([model, other], max_length=6).greedy(features)
+    decoder = CaptionDecoder([model, other], max_length=6, ensemble_mean=mean)
+    greedy = decoder.greedy(features)
+    beams = decoder.beam_search(features, 3)
     for row in range(4):
         expected = greedy_per_word(averaged, features[row], 6)
         assert [int(t) for t in greedy[row]][:len(expected)] == expected
+        expected_beams = beam_per_word(averaged, features[row], 6, 3)
+        assert [h.token_ids for h in beams[row]] == [tokens for tokens, _ in expected_beams]
+        np.testing.assert_allclose([h.log_probability for h in beams[row]], [s for _, s in expected_beams], rtol=1e-4)
+    # The two means rank words differently, so the same two models caption differently under them.
+    other_mean = "geometric" if mean == "arithmetic" else "arithmetic"
+    other_beams = CaptionDecoder([model, other], max_length=6, ensemble_mean=other_mean).beam_search(features, 3)
+    assert [b[0].log_probability for b in beams] != [b[0].log_probability for b in other_beams]
+    with pytest.raises(ValueError, match="--ensemble_mean must be one of arithmetic, geometric"):
+        CaptionDecoder([model, other], max_length=6, ensemble_mean="median")
