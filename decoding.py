@@ -84,8 +84,8 @@ class EnsembleSteps:
 
     `mean` "geometric" averages the log-probabilities and renormalises (a product: a word must suit
     every member); "arithmetic" averages the probabilities (a mixture: a word one member likes keeps
-    part of its chance). On Flickr8k dev the geometric mean gave the better beam-search captions for
-    every ensemble tried, cross-entropy and self-critical (docs/results.md).
+    part of its chance). On Flickr8k dev the geometric mean gave the better beam-search captions in
+    four of the five ensembles compared, cross-entropy and self-critical (docs/results.md).
     """
 
     def __init__(self, members: Sequence, mean: str = "geometric"):
