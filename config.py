@@ -23,6 +23,10 @@ def _option(default: Any, help_text: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help_text, **extra})
 
 
+# How an ensemble combines its models' next-word distributions (decoding.EnsembleSteps).
+ENSEMBLE_MEANS = ("arithmetic", "geometric")
+
+
 @dataclass
 class Config:
     # Where things are.
@@ -127,7 +131,7 @@ class Config:
     ensemble_mean: str = _option("geometric", "an ensemble (several --run_dir): average the models' word "
                                               "log-probabilities and renormalise (geometric), or their probabilities "
                                               "(arithmetic); geometric scored higher on Flickr8k (docs/results.md)",
-                                 choices=("arithmetic", "geometric"))
+                                 choices=ENSEMBLE_MEANS)
     model_file: str = _option("model.keras", "which model of the run folder to caption with: model.keras (the best "
                                              "of the last training phase) or model_xe.keras (the cross-entropy model "
                                              "of a run continued with --objective scst)")

@@ -18,6 +18,7 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
+from config import ENSEMBLE_MEANS
 from vocabulary import BAD_ENDINGS, END_ID, PAD_ID, START_ID, UNK_ID, Vocabulary
 
 
@@ -76,9 +77,6 @@ def read_words(embedding, tokens):
     return tf.gather(embedding.embeddings, tokens)
 
 
-ENSEMBLE_MEANS = ("arithmetic", "geometric")
-
-
 class EnsembleSteps:
     """Several decoders as one: each keeps its own constants and state; their probabilities are averaged.
 
@@ -88,7 +86,7 @@ class EnsembleSteps:
     four of the five ensembles compared, cross-entropy and self-critical (docs/results.md).
     """
 
-    def __init__(self, members: Sequence, mean: str = "geometric"):
+    def __init__(self, members: Sequence, mean: str):
         if mean not in ENSEMBLE_MEANS:
             raise ValueError(f"--ensemble_mean must be one of {', '.join(ENSEMBLE_MEANS)}, got {mean!r}")
         self.members, self.mean = list(members), mean
