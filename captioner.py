@@ -4,7 +4,6 @@ predict.py and evaluate.py meet the earlier stages only here, through the run fo
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Dict, List, Sequence, Tuple
@@ -13,7 +12,7 @@ import numpy as np
 
 import attention  # noqa: F401  (registers the attention layer, so attention models load)
 from decoding import CaptionDecoder, bad_ending_ids, decoder_name
-from config import PROJECT_DIR, SAMPLE_DATA_DIR
+from config import PROJECT_DIR, SAMPLE_DATA_DIR, read_json
 from encoders import (ENCODERS, ImageError, build_encoder, describe_fine_tuning, describe_weights, encode_pixels,
                       load_batches, load_image, weights_note)
 from feature_store import feature_shape
@@ -124,8 +123,7 @@ class Captioner:
                 if not os.path.exists(path):
                     raise ValueError(f"{folder}: no {os.path.basename(path)}; run {hint} (with the same --run_dir) "
                                      f"first")
-            with open(metadata_path, encoding="utf-8") as handle:
-                metadata.append(json.load(handle))
+            metadata.append(read_json(metadata_path))
             vocabulary_path = os.path.join(folder, "vocabulary.json")
             if not os.path.exists(vocabulary_path):
                 raise ValueError(f"{folder}: no vocabulary.json; the run folder is incomplete (copy it whole, or run "

@@ -217,6 +217,20 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
     return path
 
 
+def read_json(path: str) -> Any:
+    """One of the project's JSON files (a run folder's metadata, vocabulary, captions, training state).
+
+    A damaged file (a truncated copy, a hand edit) gives a ValueError that names it, so the script's one
+    error line says which file to restore instead of only where the JSON parser stopped.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}); restore the file, or "
+                         f"run the script that writes it again") from None
+
+
 PREPROCESS_FLAGS = ("data_dir", "captions_file", "images_dir", "run_dir", "download", "encoder", "weights", "limit", "min_word_count",
                     "max_caption_words", "features", "shard", "extract_batch_size", "split_seed", "encoder_seed",
                     "features_from")

@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Dict, List
 
-from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, resolved_config, run_script
+from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, read_json, resolved_config, run_script
 
 quiet_tensorflow()
 
@@ -59,8 +59,7 @@ def stored_run_captions(config: Config, captioner):
     """Captions of the split from the features preprocess stored in the run folder."""
     from feature_store import open_features
 
-    with open(os.path.join(captioner.run_dir, "captions.json"), encoding="utf-8") as handle:
-        references = json.load(handle)
+    references = read_json(os.path.join(captioner.run_dir, "captions.json"))
     features, image_rows = open_features(captioner.run_dir, captioner.metadata)
     split_images = list(references[config.split])
     missing = [name for name in split_images if name not in image_rows]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -31,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from config import Config, save_config
+from config import Config, read_json, save_config
 from encoders import ENCODERS, ImageError, build_encoder, encode_pixels, load_batches, load_image
 from feature_store import FeatureStore, feature_shape, open_features
 from history import read_history, write_history
@@ -235,8 +234,7 @@ def train_fine_tune(config: Config) -> dict:
     keras.utils.set_random_seed(config.seed)
 
     if resuming:
-        with open(state_path, encoding="utf-8") as handle:
-            state = json.load(handle)
+        state = read_json(state_path)
         decoder = keras.models.load_model(os.path.join(run_dir, LAST_FINE_TUNE_MODEL))
         encoder = keras.models.load_model(os.path.join(run_dir, LAST_ENCODER))
         print(f"resuming encoder fine-tuning after epoch {state['epochs_done']} "
@@ -348,6 +346,5 @@ def fine_tune_epochs(run_dir: str, config: Config, state: dict, encoder: keras.M
         bookkeeping.on_epoch_end(epoch, {"loss": float(np.mean(losses)), "accuracy": float(np.mean(accuracies))})
         if decoder.stop_training:
             break
-    with open(os.path.join(run_dir, FINE_TUNE_STATE), encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_json(os.path.join(run_dir, FINE_TUNE_STATE))
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import json
 import os
 import shutil
 import sys
 
-from config import PREPROCESS_FLAGS, TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, run_script
+from config import PREPROCESS_FLAGS, TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, read_json, run_script
 
 quiet_tensorflow()
 
@@ -65,11 +64,8 @@ def same_to_three_decimals(first: dict, second: dict) -> bool:
                for kind in first for metric in CHECKED_METRICS)
 
 
-def read_json(path: str, default=None):
-    if not os.path.exists(path):
-        return default
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def read_optional_json(path: str, default=None):
+    return read_json(path) if os.path.exists(path) else default
 
 
 def command_line(script: str, flags, config: dict) -> str:
@@ -94,7 +90,7 @@ def training_commands(run_dir: str) -> list:
                                 ("config_train.json", "train.py", TRAIN_FLAGS),
                                 ("config_train_fine_tune.json", "train.py", TRAIN_FLAGS),
                                 ("config_train_scst.json", "train.py", TRAIN_FLAGS)):
-        config = read_json(os.path.join(run_dir, name))
+        config = read_optional_json(os.path.join(run_dir, name))
         if config:
             phases.append({"file": name, "command": command_line(script, flags, config), "config": config})
     return phases
@@ -165,8 +161,8 @@ def package(config: Config) -> dict:
     reference_captions = CaptionDecoder(widened if use_half else model, captioner.max_length).captions(
         reference_features, captioner.vocabulary, 1, 0.0)
     trained_with = metadata["weights"]
-    history = read_json(os.path.join(run_dir, "training_state_scst.json")) or \
-        read_json(os.path.join(run_dir, "training_state.json"), {})
+    history = read_optional_json(os.path.join(run_dir, "training_state_scst.json")) or \
+        read_optional_json(os.path.join(run_dir, "training_state.json"), {})
     package_metadata = {
         **{key: metadata[key] for key in KEPT_METADATA if key in metadata},
         # What a user's encoder loads: Keras's ImageNet weights, unless --weights names a file.

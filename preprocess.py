@@ -17,7 +17,8 @@ import sys
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-from config import PREPROCESS_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, run_script, save_config
+from config import (PREPROCESS_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, read_json, run_script,
+                    save_config)
 
 quiet_tensorflow()
 
@@ -84,13 +85,11 @@ def copy_features_from(source_dir: str, run_dir: str) -> dict:
                          f"(or train.py) has filled")
     if os.path.abspath(source_dir) == os.path.abspath(run_dir):
         raise ValueError(f"--features_from {source_dir} is the run folder itself: give a new --run_dir")
-    with open(source_metadata, encoding="utf-8") as handle:
-        metadata = json.load(handle)
+    metadata = read_json(source_metadata)
     origin = os.path.abspath(source_dir)
     existing = os.path.join(run_dir, METADATA)
     if os.path.exists(existing):
-        with open(existing, encoding="utf-8") as handle:
-            copied = json.load(handle)
+        copied = read_json(existing)
         if copied.get("features_from") == origin:
             return copied  # copied before: nothing to do
         raise ValueError(f"{run_dir} already has its own features; --features_from starts a new run: give a new "

@@ -17,7 +17,6 @@ cross-entropy model. The phase resumes like cross-entropy training (`--resume`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -27,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from config import Config, save_config
+from config import Config, read_json, save_config
 from decoding import CaptionDecoder, bad_ending_ids
 from feature_store import open_features
 from history import read_history, write_history
@@ -137,8 +136,7 @@ def train_scst(config: Config) -> dict:
     xe_path, state_path, last_path = (os.path.join(run_dir, name) for name in (XE_MODEL, SCST_STATE, LAST_SCST_MODEL))
     xe_epochs, xe_kept = 0, 0  # cross-entropy epochs before this phase (history.csv's numbers), and the kept one
     if os.path.exists(os.path.join(run_dir, STATE)):
-        with open(os.path.join(run_dir, STATE), encoding="utf-8") as handle:
-            xe_state = json.load(handle)
+        xe_state = read_json(os.path.join(run_dir, STATE))
         xe_epochs, xe_kept = xe_state["epochs_done"], xe_state.get("best_epoch", 0)
     if not os.path.exists(xe_path):
         shutil.copyfile(os.path.join(run_dir, BEST_MODEL), xe_path)  # kept for comparison and restarts
@@ -150,8 +148,7 @@ def train_scst(config: Config) -> dict:
     earlier = ([row for row in read_history(history_path) if row["objective"] != "scst"]
                if os.path.exists(history_path) else [])
     if resuming:
-        with open(state_path, encoding="utf-8") as handle:
-            state = json.load(handle)
+        state = read_json(state_path)
         model = keras.models.load_model(last_path)
         print(f"resuming self-critical training after epoch {state['epochs_done']} "
               f"(best dev_cider {state['best']:.4f} at epoch {state['best_epoch']})")
@@ -166,8 +163,7 @@ def train_scst(config: Config) -> dict:
             write_history(history_path, earlier)
     fine_tune_state = os.path.join(run_dir, FINE_TUNE_STATE)
     if earlier and os.path.exists(fine_tune_state):  # this phase follows encoder fine-tuning: counted after it
-        with open(fine_tune_state, encoding="utf-8") as handle:
-            tuned = json.load(handle)
+        tuned = read_json(fine_tune_state)
         xe_epochs = int(max(row["epoch"] for row in earlier))
         xe_kept = tuned["epoch_offset"] + tuned["best_epoch"] if tuned.get("best_epoch") else tuned["kept_before"]
     if patience_exhausted(state["epochs_done"], state.get("best_epoch", 0), config.scst_patience) \
@@ -202,8 +198,7 @@ def train_scst(config: Config) -> dict:
         bookkeeping.on_epoch_end(epoch, {"scst_loss": loss, "reward": mean_reward})
         if model.stop_training:
             break
-    with open(state_path, encoding="utf-8") as handle:
-        state = json.load(handle)
+    state = read_json(state_path)
     kept = (f"model saved as {os.path.join(run_dir, BEST_MODEL)}" if state["best_epoch"] else
             f"no epoch beat the cross-entropy model, which stays as {BEST_MODEL}")
     print(f"best greedy dev CIDEr-D {state['best']:.4f} at self-critical epoch {state['best_epoch']}; {kept}; "

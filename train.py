@@ -15,7 +15,6 @@ every `--eval_every` epochs; `--resume` continues an interrupted run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -24,7 +23,7 @@ import warnings
 from contextlib import nullcontext
 from typing import Dict, List, Optional
 
-from config import TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, run_script, save_config
+from config import TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, read_json, run_script, save_config
 
 quiet_tensorflow()
 
@@ -193,15 +192,30 @@ def dev_scoring_due(epochs_done: int, config: Config) -> bool:
 
 
 def load_run(run_dir: str):
-    with open(os.path.join(run_dir, METADATA), encoding="utf-8") as handle:
-        metadata = json.load(handle)
-    with open(os.path.join(run_dir, "captions.json"), encoding="utf-8") as handle:
-        captions = json.load(handle)
+    metadata = read_json(os.path.join(run_dir, METADATA))
+    captions = read_json(os.path.join(run_dir, "captions.json"))
     vocabulary = Vocabulary.load(os.path.join(run_dir, "vocabulary.json"))
     return metadata, captions, vocabulary
 
 
+def check_later_phase_features(config: Config) -> None:
+    """--features_from on a phase that continues a trained run: allowed only where it names the run the
+    folder's features were copied from (the same command with one flag more), since a later phase cannot
+    swap the features its model was trained on."""
+    if not config.features_from or (config.objective == "xe" and not config.fine_tune_encoder):
+        return
+    phase = "encoder fine-tuning" if config.fine_tune_encoder else "self-critical training"
+    run_dir = config.resolved_run_dir()
+    metadata_path = os.path.join(run_dir, METADATA)
+    copied_from = read_json(metadata_path).get("features_from") if os.path.exists(metadata_path) else None
+    if copied_from != os.path.abspath(config.features_from):
+        where = f"its features come from {copied_from}" if copied_from else "it has no features copied from that run"
+        raise ValueError(f"--features_from {config.features_from}: {phase} continues the run in {run_dir}, and "
+                         f"{where}; leave out --features_from (it starts a new run, with cross-entropy training)")
+
+
 def train(config: Config) -> dict:
+    check_later_phase_features(config)
     if config.fine_tune_encoder:
         if config.objective != "xe":
             raise ValueError("--fine_tune_encoder and --objective scst are separate phases: run one command for each")
@@ -259,8 +273,7 @@ def train(config: Config) -> dict:
     state = {"epochs_done": 0, "monitor": monitor, "best": None, "best_epoch": 0}
     resuming = config.resume and os.path.exists(state_path) and os.path.exists(last_path)
     if resuming:
-        with open(state_path, encoding="utf-8") as handle:
-            state = json.load(handle)
+        state = read_json(state_path)
     # Checked before any worker builds a model: they must build the same variables in the same order.
     if strategy is not None and not same_on_every_worker(strategy, state["epochs_done"]):
         raise ValueError(f"the workers' run folders disagree on how many epochs are done (this one: "
@@ -326,8 +339,7 @@ def train(config: Config) -> dict:
         if not chief:
             print("this worker is done; the chief wrote the model into its run folder")
             return state
-    with open(state_path, encoding="utf-8") as handle:
-        state = json.load(handle)
+    state = read_json(state_path)
     if state["best"] is None:
         raise ValueError(f"no epoch gave a usable {MONITORS[state['monitor']][0]} (the loss diverged?); "
                          f"try a lower --learning_rate")

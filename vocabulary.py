@@ -14,6 +14,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from config import read_json
+
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 SPECIAL_TOKENS = (PAD, UNK, START, END)
 PAD_ID, UNK_ID, START_ID, END_ID = range(4)
@@ -74,8 +76,7 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str) -> "Vocabulary":
-        with open(path, encoding="utf-8") as handle:
-            tokens = json.load(handle)["tokens"]
+        tokens = read_json(path)["tokens"]
         if tuple(tokens[:4]) != SPECIAL_TOKENS:
             raise ValueError(f"{path}: not a vocabulary written by preprocess.py (special tokens missing)")
         return cls(tokens[4:])

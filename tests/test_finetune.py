@@ -286,7 +286,7 @@ def test_decoders_trained_on_one_fine_tuned_runs_features_form_an_ensemble(fine_
 
     from captioner import Captioner
     from conftest import run_main
-    from train import ENCODER_MODEL, train
+    from train import ENCODER_MODEL, check_later_phase_features, train
 
     config, _ = fine_tuned_run
     member = str(tmp_path / "member")
@@ -314,6 +314,9 @@ def test_decoders_trained_on_one_fine_tuned_runs_features_form_an_ensemble(fine_
     again = run_main("train.py", "--data_dir", config.data_dir, "--run_dir", member, "--features_from",
                      config.run_dir, "--resume", "--epochs", "1", *sizes)
     assert again.returncode == 0 and "already trained for 1 epochs" in again.stdout, again.stderr
+    # So does that command with --objective scst added: --features_from names the run the copy came from.
+    check_later_phase_features(dataclasses.replace(config, run_dir=member, features_from=config.run_dir,
+                                                   objective="scst"))
 
     # The same frozen run fine-tuned again with another seed: another encoder, so no ensemble.
     other = fine_tune_copy(trained_run, tmp_path, "other", seed=11)

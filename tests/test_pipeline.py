@@ -1,6 +1,7 @@
 """Each stage on a tiny dataset, through the functions and through the command line, bad inputs included."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -253,6 +254,29 @@ def test_predict_computes_the_features_preprocess_stored(trained_run):
 def test_predict_without_a_trained_model_says_what_to_run(tmp_path):
     result = run_main("predict.py", "--run_dir", str(tmp_path), "--image_path", "x.jpg")
     assert result.returncode == 2 and "run preprocess.py" in result.stderr
+
+
+@pytest.mark.parametrize("damaged, script", [("metadata.json", "predict.py"), ("vocabulary.json", "predict.py"),
+                                             ("training_state.json", "train.py")])
+def test_a_damaged_run_file_is_named_in_one_line(trained_run, tmp_path, damaged, script):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(trained_run.run_dir, run_dir)
+    path = os.path.join(run_dir, damaged)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text[:len(text) // 2])  # a copy cut off half-way
+    if script == "predict.py":
+        images = os.path.join(trained_run.data_dir, "Flicker8k_Dataset")
+        image = os.path.join(images, sorted(os.listdir(images))[0])
+        result = run_main(script, "--run_dir", run_dir, "--image_path", image)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"error: {path}: not valid JSON"), result.stderr
+    else:
+        with pytest.raises(ValueError, match=f"^{re.escape(path)}: not valid JSON"):
+            train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True))
+    assert os.path.getsize(path) == len(text[:len(text) // 2].encode())  # left as it was, for the user to restore
 
 
 def test_evaluate_scores_with_coco_metrics_and_writes_json_and_report(trained_run):

@@ -131,6 +131,12 @@ def test_scst_bad_input_is_one_line(trained_run, tmp_path):
     result = run_main("train.py", "--objective", "scst", "--run_dir", trained_run.run_dir, "--scst_samples", "1")
     assert result.returncode == 2 and "needs at least 2" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    # --features_from names where a new run copies its features; a later phase cannot swap them.
+    elsewhere = str(tmp_path / "elsewhere")
+    for phase in (["--objective", "scst"], ["--fine_tune_encoder"]):
+        result = run_main("train.py", *phase, "--run_dir", trained_run.run_dir, "--features_from", elsewhere)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"--features_from {elsewhere}: " in result.stderr and "leave out --features_from" in result.stderr
 
 
 def read_scalars(folder):
