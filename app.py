@@ -4,11 +4,14 @@
     streamlit run app.py --server.port 8600       # another port
     CAPTION_RUNS_DIR=/path/to/runs streamlit run app.py
     CAPTION_WEIGHTS=/path/to/mobilenet_v2.weights.h5 streamlit run app.py   # offline: the package's encoder
+    CAPTION_CLASSIFIER_WEIGHTS=PATH CAPTION_CLASS_NAMES=PATH streamlit run app.py   # guidance's files, offline,
+                                                    # where they are not beside CAPTION_WEIGHTS
 
 Offers the pretrained package first (pretrained/, or $CAPTION_PRETRAINED_DIR), then the trained runs
 under `runs/` (or $CAPTION_RUNS_DIR); captions uploaded images or images of the bundled sample with
-the greedy caption and the best beams (and, for an attention run, where it looked for each word), and
-shows the encoder and weights. For the package it runs the encoder check and warns when it fails.
+the greedy caption (guided by the image's ImageNet tags, which it shows, unless unticked) and the best
+beams (and, for an attention run, where it looked for each word), and shows the encoder and weights.
+For the package it runs the encoder check and warns when it fails.
 The model and encoder of a run are loaded once and cached; a caption already computed for the same
 image bytes and settings is reused at once.
 """
@@ -21,18 +24,24 @@ from typing import List
 
 import streamlit as st
 
-from config import PROJECT_DIR, SAMPLE_DATA_DIR, quiet_tensorflow
+from config import PRETRAINED_DIR, PROJECT_DIR, SAMPLE_DATA_DIR, Config, quiet_tensorflow
 
 quiet_tensorflow()
 
-from captioner import ENCODER_CHECK_THRESHOLD, PRETRAINED_DIR, Captioner, encoder_warning  # noqa: E402
+from inputs.images import IMAGE_SUFFIXES  # noqa: E402
+from inputs.run_folder import BEST_MODEL, METADATA  # noqa: E402
+from serving.captioner import ENCODER_CHECK_THRESHOLD, Captioner, encoder_warning  # noqa: E402
 
 RUNS_DIR = os.environ.get("CAPTION_RUNS_DIR", os.path.join(PROJECT_DIR, "runs"))
 PACKAGE_DIR = os.environ.get("CAPTION_PRETRAINED_DIR", PRETRAINED_DIR)
 PACKAGE_WEIGHTS = os.environ.get("CAPTION_WEIGHTS", "")
+# Guided decoding's ImageNet classifier and class names, where they are not beside the encoder's weights.
+CLASSIFIER_WEIGHTS = os.environ.get("CAPTION_CLASSIFIER_WEIGHTS", "auto")
+CLASS_NAMES = os.environ.get("CAPTION_CLASS_NAMES", "auto")
 PACKAGE_CHOICE = "pretrained captioner (Flickr8k, MobileNetV2)"
 SAMPLE_IMAGES = os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset")
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
+GUIDE_BY_DEFAULT, GUIDE_THRESHOLD = Config().guide == "tags", Config().guide_threshold
 
 
 def run_folders(runs_dir: str) -> List[str]:
@@ -40,8 +49,8 @@ def run_folders(runs_dir: str) -> List[str]:
     if not os.path.isdir(runs_dir):
         return []
     return sorted(name for name in os.listdir(runs_dir)
-                  if os.path.isfile(os.path.join(runs_dir, name, "metadata.json"))
-                  or os.path.isfile(os.path.join(runs_dir, name, "model.keras")))
+                  if os.path.isfile(os.path.join(runs_dir, name, METADATA))
+                  or os.path.isfile(os.path.join(runs_dir, name, BEST_MODEL)))
 
 
 def weights_for(run_dir: str) -> str:
@@ -49,18 +58,27 @@ def weights_for(run_dir: str) -> str:
 
 
 @st.cache_resource(show_spinner="Loading the model and the image encoder...", max_entries=4)
-def load_captioner(run_dir: str, weights: str = "") -> Captioner:
-    """`weights`: the encoder weights when not the run's own (the package's, offline)."""
+def load_captioner(run_dir: str, weights: str = "", guide: bool = False) -> Captioner:
+    """`weights`: the encoder weights when not the run's own (the package's, offline). `guide`: with the
+    encoder's ImageNet classifier (guided decoding); its `guide_note` says why when the run cannot be guided."""
     captioner = Captioner(run_dir, weights=weights)
+    captioner.guide_note = ""
+    if guide:
+        try:  # the page captions on without guidance, and says why
+            captioner.guide_note = captioner.guide_by_tags(GUIDE_THRESHOLD, CLASSIFIER_WEIGHTS, CLASS_NAMES)
+        except ValueError as error:
+            captioner.guide_note = f"no guidance by ImageNet tags: {error}"
     captioner.encoder()  # built now, so the first caption is not the slow one
     captioner.agreement = captioner.encoder_agreement()  # None for a run without reference images
     return captioner
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def caption_image(run_dir: str, image_bytes: bytes, suffix: str, beam_size: int, top: int) -> dict:
-    """Greedy caption and the `top` best beams of one image; or the reason it cannot be read."""
-    captioner = load_captioner(run_dir, weights_for(run_dir))
+def caption_image(run_dir: str, image_bytes: bytes, suffix: str, beam_size: int, top: int, guide: bool,
+                  threshold: float) -> dict:
+    """Greedy caption (guided by the image's tags when `guide`), its tags, and the `top` best beams of one
+    image; or the reason it cannot be read."""
+    captioner = load_captioner(run_dir, weights_for(run_dir), guide)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "image" + suffix)
         with open(path, "wb") as handle:
@@ -68,28 +86,37 @@ def caption_image(run_dir: str, image_bytes: bytes, suffix: str, beam_size: int,
         _, features, errors = captioner.image_features([path])
         if errors:
             return {"error": errors[0].kind}
-        greedy = captioner.caption_features(features, beam_size=1)[0]
-        result = {"greedy": greedy, "beams": captioner.top_captions(features, top, beam_size=beam_size)[0]}
+        captions, guidance = captioner.captions_and_guidance(features, beam_size=1, guide_threshold=threshold)
+        result = {"greedy": captions[0], "beams": captioner.top_captions(features, top, beam_size=beam_size)[0]}
+        if guidance:
+            result["tags"] = guidance[0].tags
+            result["guided_by"] = [words for words, _ in guidance[0].constraints] if guidance[0].guided else []
         if captioner.has_attention:
             png = io.BytesIO()
-            captioner.attention_picture(path, features[0], greedy).save(png, format="PNG")
+            captioner.attention_picture(path, features[0], captions[0]).save(png, format="PNG")
             result["attention_map"] = png.getvalue()
     return result
 
 
-def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, top: int) -> None:
+def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, top: int, guide: bool,
+                 threshold: float) -> None:
     suffix = os.path.splitext(name)[1].lower() or ".jpg"
-    result = caption_image(run_dir, image_bytes, suffix, beam_size, top)
+    result = caption_image(run_dir, image_bytes, suffix, beam_size, top, guide, threshold)
     left, right = st.columns([1, 2])
     if "error" in result:
         right.error(f"{name}: cannot caption this file ({result['error']}). Upload a JPEG or PNG photo.")
         return
     left.image(image_bytes, caption=name, width="stretch")
     right.markdown(f"**{result['greedy']}**")
-    right.caption("greedy caption")
+    guided = result.get("guided_by")
+    right.caption("greedy caption" + (f", guided to say {' and '.join(guided)}" if guided else ""))
+    if "tags" in result:
+        right.caption("ImageNet tags: " + " · ".join(f"{label} {probability:.2f}"
+                                                     for label, probability in result["tags"]))
     lines = [f"{rank}. {text}  (log-probability {log_probability:.2f})"
              for rank, (text, log_probability) in enumerate(result["beams"], 1)]
-    right.text(f"best {len(lines)} of beam search, beam {beam_size}:\n" + "\n".join(lines))
+    unguided = " (unguided)" if "tags" in result else ""
+    right.text(f"best {len(lines)} of beam search{unguided}, beam {beam_size}:\n" + "\n".join(lines))
     if "attention_map" in result:
         st.image(result["attention_map"], caption="where the attention decoder looked for each word of the greedy "
                  "caption (bright: most attended; the label gives the largest weight)", width="stretch")
@@ -98,7 +125,7 @@ def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, to
 def main() -> None:
     st.set_page_config(page_title="Image captioner", layout="wide")
     st.title("Caption your photos")
-    has_package = os.path.isfile(os.path.join(PACKAGE_DIR, "model.keras"))
+    has_package = os.path.isfile(os.path.join(PACKAGE_DIR, BEST_MODEL))
     runs = ([PACKAGE_CHOICE] if has_package else []) + run_folders(RUNS_DIR)
     if not runs:
         st.info(f"No trained runs yet in {RUNS_DIR}. Train one first, e.g. `python train.py` "
@@ -107,14 +134,21 @@ def main() -> None:
     run = st.sidebar.selectbox("Captioner", runs)
     beam_size = st.sidebar.slider("Beam width", 1, 10, 3)
     top = st.sidebar.slider("Beams shown", 1, beam_size, min(3, beam_size))
+    guide = st.sidebar.checkbox("Guide by ImageNet tags", value=GUIDE_BY_DEFAULT,
+                                help="the encoder's ImageNet classifier tags the photo; a confident tag that the "
+                                     "caption misses makes the caption say it (docs/guided_decoding.md)")
+    threshold = st.sidebar.slider("Tag probability that guides", 0.05, 1.0, GUIDE_THRESHOLD, 0.05,
+                                  disabled=not guide)
     run_dir = PACKAGE_DIR if run == PACKAGE_CHOICE else os.path.join(RUNS_DIR, run)
     try:
-        captioner = load_captioner(run_dir, weights_for(run_dir))
+        captioner = load_captioner(run_dir, weights_for(run_dir), guide)
     except (ValueError, OSError) as error:
         hint = (" (offline: start the page with CAPTION_WEIGHTS=/path/to/weights.h5)"
                 if run == PACKAGE_CHOICE and "--weights PATH" in str(error) else "")
         st.error(f"{run if run == PACKAGE_CHOICE else 'Run ' + run} cannot caption: {error}{hint}")
         return
+    if captioner.guide_note:
+        st.sidebar.warning(captioner.guide_note)
     weights = os.path.basename(str(captioner.weights))
     if captioner.fine_tuned:
         weights = f"fine-tuned in this run ({captioner.fine_tuned['file']}), from {weights}"
@@ -138,7 +172,7 @@ def main() -> None:
     if not chosen:
         st.caption("Upload one or more photos to caption them.")
     for name, image_bytes in chosen:
-        show_caption(name, image_bytes, run_dir, beam_size, top)
+        show_caption(name, image_bytes, run_dir, beam_size, top, guide, threshold)
 
 
 main()

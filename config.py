@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -17,14 +16,18 @@ from typing import Any, Iterable
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DATA_DIR = os.path.join(PROJECT_DIR, "data", "sample")
+# The captioner that ships with the project: predict.py, export.py and the page use it when no run is named.
+PRETRAINED_DIR = os.path.join(PROJECT_DIR, "pretrained", "flickr8k_mobilenet_v2")
 
 
 def _option(default: Any, help_text: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help_text, **extra})
 
 
-# How an ensemble combines its models' next-word distributions (decoding.EnsembleSteps).
+# How an ensemble combines its models' next-word distributions (decoders/steps.py, EnsembleSteps).
 ENSEMBLE_MEANS = ("arithmetic", "geometric")
+# tf.distribute strategies of train.py (training/distributed.py).
+STRATEGIES = ("none", "mirrored", "multi_worker")
 
 
 @dataclass
@@ -86,17 +89,23 @@ class Config:
     strategy: str = _option("none", "tf.distribute: mirrored (every GPU of this machine, or its logical CPUs) or "
                                     "multi_worker (several machines configured by TF_CONFIG; README, 'Several "
                                     "machines'); --batch_size is the global batch, split across replicas",
-                            choices=("none", "mirrored", "multi_worker"))
+                            choices=STRATEGIES)
     tensorboard: bool = _option(False, "also write TensorBoard logs into RUN/tensorboard: Keras's loss and accuracy, "
                                        "and per epoch the dev BLEU-4 / CIDEr-D, the learning rate and the history "
                                        "columns (tensorboard --logdir runs)")
-    decay_patience: int = _option(2, "halve the learning rate after this many epochs without a better --monitor "
-                                     "value (0 = constant learning rate)")
+    decay_patience: int = _option(2, "--lr_schedule plateau: halve the learning rate after this many epochs "
+                                     "without a better --monitor value (0 = constant learning rate)")
+    lr_schedule: str = _option("plateau", "plateau: the learning rate stays, halved after --decay_patience epochs "
+                                          "without a better --monitor value; cosine: a linear warm-up over "
+                                          "--warmup_epochs, then a cosine decay to 0 over the phase's epochs "
+                                          "(each phase: cross-entropy and self-critical)",
+                               choices=("plateau", "cosine"))
+    warmup_epochs: float = _option(0.0, "--lr_schedule cosine: epochs of linear warm-up of cross-entropy training")
 
-    # Self-critical training (scst.py), which continues a run trained with cross-entropy.
+    # Self-critical training (training/scst.py), which continues a run trained with cross-entropy.
     objective: str = _option("xe", "xe: cross-entropy with teacher forcing; scst: continue the run's cross-entropy "
-                             "model with self-critical training, rewarded by the CIDEr-D of sampled captions",
-                             choices=("xe", "scst"))
+                             "model with self-critical training, rewarded by the CIDEr-D of sampled captions; "
+                             "xe+scst: both, one after the other", choices=("xe", "scst", "xe+scst"))
     scst_learning_rate: float = _option(5e-5, "self-critical training: Adam learning rate")
     scst_epochs: int = _option(10, "self-critical training: epochs (passes over the training images)")
     scst_patience: int = _option(3, "self-critical training: stop after this many epochs without a better "
@@ -107,7 +116,7 @@ class Config:
                                  choices=("mean", "greedy"))
     scst_batch_size: int = _option(16, "self-critical training: images per batch (each with --scst_samples captions)")
 
-    # Encoder fine-tuning (finetune.py), which continues a trained run.
+    # Encoder fine-tuning (training/finetune.py), which continues a trained run.
     fine_tune_encoder: bool = _option(False, "continue the run's trained model with its encoder's top layers trainable: "
                                              "reads images instead of cached features, trains CNN and decoder together, "
                                              "and then writes the fine-tuned encoder's features into the run")
@@ -132,10 +141,21 @@ class Config:
                                               "log-probabilities and renormalise (geometric), or their probabilities "
                                               "(arithmetic); geometric scored higher on Flickr8k (docs/results.md)",
                                  choices=ENSEMBLE_MEANS)
+    guide: str = _option("tags", "tags: guided decoding; the encoder's ImageNet classifier tags each image, and where a "
+                                 "tag passes --guide_threshold and the caption does not name it yet, constrained beam "
+                                 "search makes the caption say it (docs/guided_decoding.md); none: plain decoding",
+                         choices=("tags", "none"))
+    guide_threshold: float = _option(0.5, "--guide tags: the probability a tag (the classes named by the same words, "
+                                          "summed) needs to guide the caption (tuned on the Flickr8k dev split)")
+    classifier_weights: str = _option("auto", "--guide tags: the encoder's ImageNet model with its classifier; auto: "
+                                              "Keras's download for --weights imagenet, else the --weights file's name "
+                                              "without _notop in the same folder")
+    class_names: str = _option("auto", "--guide tags: Keras's imagenet_class_index.json; auto: the one beside the "
+                                       "--weights file, else Keras's cache (downloaded there when missing)")
     model_file: str = _option("model.keras", "which model of the run folder to caption with: model.keras (the best "
                                              "of the last training phase) or model_xe.keras (the cross-entropy model "
                                              "of a run continued with --objective scst)")
-    package_dir: str = _option(os.path.join(PROJECT_DIR, "pretrained", "flickr8k_mobilenet_v2"),
+    package_dir: str = _option(PRETRAINED_DIR,
                                "package.py: the folder the captioner package is written to")
     reference_images: list = _option(None, "package.py: images (files, or names in the run's image folder) whose "
                                            "features the package keeps for the encoder check (default: the first 4 "
@@ -208,43 +228,22 @@ def resolved_config(config: Config, run_dir: str) -> dict:
     return {**dataclasses.asdict(config), "run_dir": run_dir}
 
 
-def save_config(config: Config, run_dir: str, script: str) -> str:
-    """Writes the resolved configuration of one script's run as JSON into the run folder."""
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, f"config_{script}.json")
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(resolved_config(config, run_dir), handle, indent=2)
-    return path
-
-
-def read_json(path: str) -> Any:
-    """One of the project's JSON files (a run folder's metadata, vocabulary, captions, training state).
-
-    A damaged file (a truncated copy, a hand edit) gives a ValueError that names it, so the script's one
-    error line says which file to restore instead of only where the JSON parser stopped.
-    """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}); restore the file, or "
-                         f"run the script that writes it again") from None
-
-
 PREPROCESS_FLAGS = ("data_dir", "captions_file", "images_dir", "run_dir", "download", "encoder", "weights", "limit", "min_word_count",
                     "max_caption_words", "features", "shard", "extract_batch_size", "split_seed", "encoder_seed",
                     "features_from")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout", "attention_units",
                                   "attention_regularization", "epochs", "batch_size", "length_window",
                                   "learning_rate", "seed", "resume", "monitor", "eval_every", "patience",
-                                  "decay_patience", "strategy", "tensorboard", "objective", "scst_learning_rate", "scst_epochs",
+                                  "decay_patience", "lr_schedule", "warmup_epochs", "strategy", "tensorboard",
+                                  "objective", "scst_learning_rate", "scst_epochs",
                                   "scst_patience", "scst_samples", "scst_baseline", "scst_batch_size",
                                   "fine_tune_encoder", "fine_tune_layers", "encoder_learning_rate",
                                   "fine_tune_learning_rate", "fine_tune_epochs", "fine_tune_batch_size",
                                   "no_repeat_ngram_size", "block_bad_endings")
 # How captions are decoded, for predict.py, evaluate.py and the page.
 DECODING_FLAGS = ("max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "no_repeat_ngram_size",
-                  "block_bad_endings", "ensemble_mean", "model_file")
+                  "block_bad_endings", "ensemble_mean", "model_file", "guide", "guide_threshold", "classifier_weights",
+                  "class_names")
 
 
 def run_script(main, *args) -> None:

@@ -1,6 +1,6 @@
 """Finding a dataset's layout (Flickr8k official and Kaggle layouts, Flickr30k's token file, Karpathy
 split files for Flickr8k/Flickr30k/COCO, your own caption table), resolving its splits, and batching
-training data with tf.data. The caption files themselves are read by caption_files.py."""
+training data with tf.data. The caption files themselves are read by inputs/caption_files.py."""
 from __future__ import annotations
 
 import os
@@ -10,9 +10,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from caption_files import (SPLITS, DatasetError, parse_caption_table, parse_captions_csv, parse_karpathy_json,
+from inputs.caption_files import (SPLITS, DatasetError, parse_caption_table, parse_captions_csv, parse_karpathy_json,
                            parse_token_file, read_lines)
-from vocabulary import clean_caption
+from inputs.vocabulary import clean_caption
 
 IMAGE_FOLDERS = ("Flicker8k_Dataset", "Flickr8k_Dataset", "Images", "flickr30k-images", "flickr30k_images", "images")
 # Flickr8k's and Flickr30k's caption files share one format: IMAGE.jpg#N<TAB>caption.

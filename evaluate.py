@@ -15,20 +15,20 @@ Both print the caption-prior baseline beside the scores.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Dict, List
 
-from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, read_json, resolved_config, run_script
+from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, resolved_config, run_script
 
 quiet_tensorflow()
 
 from data_loader import load_dataset  # noqa: E402
-from metrics import COCO_METRICS, COCO_PROTOCOL, PROTOCOL, bleu_scores, coco_scores, format_score  # noqa: E402
-from metrics import caption_statistics, most_common_caption  # noqa: E402
-from preprocess import write_json  # noqa: E402
-from report import write_report  # noqa: E402
+from inputs.json_files import read_json, write_json  # noqa: E402
+from inputs.run_folder import BEST_MODEL, CAPTIONS  # noqa: E402
+from scoring.metrics import COCO_METRICS, COCO_PROTOCOL, PROTOCOL, bleu_scores, coco_scores, format_score  # noqa: E402
+from scoring.metrics import caption_statistics, most_common_caption  # noqa: E402
+from scoring.report import write_report  # noqa: E402
 
 EVALUATE_FLAGS = ("data_dir", "captions_file", "run_dir", "weights", "split", "captions", "report",
                   "split_seed") + DECODING_FLAGS
@@ -36,11 +36,7 @@ EVALUATE_FLAGS = ("data_dir", "captions_file", "run_dir", "weights", "split", "c
 
 def read_caption_file(path: str) -> Dict[str, str]:
     """{image name: caption} from a JSON object; predict.py's --output file ({"captions": {path: caption}}) also works."""
-    try:
-        with open(path, encoding="utf-8-sig") as handle:  # -sig: also files saved with a byte-order mark
-            content = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    content = read_json(path, hint="")
     if isinstance(content, dict) and isinstance(content.get("captions"), dict):
         content = content["captions"]
     if not isinstance(content, dict) or not all(isinstance(v, str) for v in content.values()):
@@ -48,31 +44,25 @@ def read_caption_file(path: str) -> Dict[str, str]:
     return {os.path.basename(name): caption for name, caption in content.items()}
 
 
-def run_captions(config: Config, split_images: List[str], features, image_rows: Dict[str, int],
-                 captioner) -> Dict[str, str]:
-    scored = [name for name in split_images if name in image_rows]
-    generated = captioner.caption_features(features[[image_rows[name] for name in scored]], config.decode_batch_size)
-    return dict(zip(scored, generated))
+def stored_split_features(config: Config, captioner):
+    """The split's references and the features preprocess stored in the run folder: (references, split
+    images, missing images, images with features, their features, image folder)."""
+    from inputs.feature_store import open_features
 
-
-def stored_run_captions(config: Config, captioner):
-    """Captions of the split from the features preprocess stored in the run folder."""
-    from feature_store import open_features
-
-    references = read_json(os.path.join(captioner.run_dir, "captions.json"))
+    references = read_json(os.path.join(captioner.run_dir, CAPTIONS))
     features, image_rows = open_features(captioner.run_dir, captioner.metadata)
     split_images = list(references[config.split])
     missing = [name for name in split_images if name not in image_rows]
     reasons = {name: kind for kind, names in captioner.metadata["skipped_images"].items() for name in names}
     report_missing(config.split, split_images, missing, reasons)
-    generated = run_captions(config, split_images, features, image_rows, captioner) \
-        if len(missing) < len(split_images) else {}
-    return references, split_images, missing, generated, captioner.metadata.get("image_dir", "")
+    scored = [name for name in split_images if name in image_rows]
+    return references, missing, scored, features[[image_rows[name] for name in scored]], \
+        captioner.metadata.get("image_dir", "")
 
 
-def encoded_captions(config: Config, captioner):
+def encoded_split_features(config: Config, captioner):
     """A run without stored features (the pretrained package): the split's references come from
-    --data_dir and its images are encoded here."""
+    --data_dir and its images are encoded here. Returns what stored_split_features returns."""
     dataset = load_dataset(config.data_dir, config.split_seed, captions_file=config.captions_file)
     references = {split: {name: dataset.captions[name] for name in names} for split, names in dataset.splits.items()}
     split_images = list(references[config.split])
@@ -83,9 +73,7 @@ def encoded_captions(config: Config, captioner):
     missing = [name for name in split_images if name not in generated_names]
     reasons = {name_of.get(str(error).split(f": {error.kind}")[0], ""): error.kind for error in errors}
     report_missing(config.split, split_images, missing, reasons)
-    captions = captioner.caption_features(features, config.decode_batch_size) if len(kept) else []
-    generated = {name_of[path]: caption for path, caption in zip(kept, captions)}
-    return references, split_images, missing, generated, dataset.image_dir
+    return references, missing, [name_of[path] for path in kept], features, dataset.image_dir
 
 
 def report_missing(split: str, split_images: List[str], missing: List[str], reasons: Dict[str, str]) -> None:
@@ -97,52 +85,96 @@ def report_missing(split: str, split_images: List[str], missing: List[str], reas
               file=sys.stderr)
 
 
-def evaluate(config: Config) -> dict:
-    if config.captions:
-        dataset = load_dataset(config.data_dir, config.split_seed, need_images=False,
-                               captions_file=config.captions_file)
-        references = {split: {name: dataset.captions[name] for name in names} for split, names in dataset.splits.items()}
-        generated_all = read_caption_file(config.captions)
-        split_images = list(references[config.split])
-        generated = {name: generated_all[name] for name in split_images if name in generated_all}
-        missing = [name for name in split_images if name not in generated_all]
-        report_missing(config.split, split_images, missing, {name: "no caption in the file" for name in missing})
-        outside = len(set(generated_all) - set(split_images))
-        if outside:
-            print(f"ignored {outside} captions of images outside the {config.split} split", file=sys.stderr)
-        image_dir, source = dataset.image_dir, {"captions_file": os.path.abspath(config.captions)}
-        stem = os.path.splitext(config.captions)[0]
-        output = f"{stem}.scores_{config.split}.json"
-        report_base = f"{stem}.report_{config.split}"
-    else:
-        from captioner import Captioner, check_encoder, warn_if_untrained
+def captions_file_captions(config: Config):
+    """--captions FILE: the file's captions of the split, and the split's references from the dataset."""
+    dataset = load_dataset(config.data_dir, config.split_seed, need_images=False, captions_file=config.captions_file)
+    references = {split: {name: dataset.captions[name] for name in names} for split, names in dataset.splits.items()}
+    generated_all = read_caption_file(config.captions)
+    split_images = list(references[config.split])
+    generated = {name: generated_all[name] for name in split_images if name in generated_all}
+    missing = [name for name in split_images if name not in generated_all]
+    report_missing(config.split, split_images, missing, {name: "no caption in the file" for name in missing})
+    outside = len(set(generated_all) - set(split_images))
+    if outside:
+        print(f"ignored {outside} captions of images outside the {config.split} split", file=sys.stderr)
+    return references, missing, generated, dataset.image_dir
 
-        captioner = Captioner.from_config(config)
-        run_dir = captioner.run_dir
-        print(f"run {run_dir}: {captioner.describe()}; decoding: {captioner.decoding()}")
-        warn_if_untrained(captioner)
-        agreement = None
-        if "feature_store" in captioner.metadata and os.path.exists(os.path.join(run_dir, "captions.json")):
-            references, split_images, missing, generated, image_dir = stored_run_captions(config, captioner)
-        else:
-            agreement = check_encoder(captioner)
-            references, split_images, missing, generated, image_dir = encoded_captions(config, captioner)
-        source = {"run_dir": run_dir, "ensemble": captioner.run_dirs if len(captioner.run_dirs) > 1 else [],
-                  "model_file": config.model_file, "decoder": captioner.decoder_name,
-                  "encoder": captioner.metadata["encoder"],
-                  "weights": captioner.weights, "encoder_agreement": agreement, "decoding": captioner.decoding()}
-        suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
-        suffix += f"_lp{config.length_penalty:g}" if config.length_penalty and config.beam_size > 1 else ""
-        suffix += f"_norepeat{config.no_repeat_ngram_size}" if config.no_repeat_ngram_size else ""
-        suffix += "_noendings" if config.block_bad_endings else ""
-        suffix += f"_{os.path.splitext(config.model_file)[0]}" if config.model_file != "model.keras" else ""
-        suffix += f"_ensemble{len(captioner.run_dirs)}" if len(captioner.run_dirs) > 1 else ""
-        suffix += "_arithmetic" if captioner.ensemble_mean == "arithmetic" else ""
-        output = os.path.join(run_dir, f"evaluation_{config.split}{suffix}.json")
-        report_base = os.path.join(run_dir, f"report_{config.split}{suffix}")
+
+def output_suffix(config: Config, captioner) -> str:
+    """What names an evaluation file after its decoding: _beam3, _norepeat3, _ensemble4, ..."""
+    suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
+    suffix += f"_lp{config.length_penalty:g}" if config.length_penalty and config.beam_size > 1 else ""
+    suffix += f"_norepeat{config.no_repeat_ngram_size}" if config.no_repeat_ngram_size else ""
+    suffix += "_noendings" if config.block_bad_endings else ""
+    suffix += f"_{os.path.splitext(config.model_file)[0]}" if config.model_file != BEST_MODEL else ""
+    suffix += f"_ensemble{len(captioner.run_dirs)}" if len(captioner.run_dirs) > 1 else ""
+    suffix += "_arithmetic" if captioner.ensemble_mean == "arithmetic" else ""
+    suffix += f"_guided{captioner.guide_threshold:g}" if captioner.tagger is not None else ""
+    return suffix
+
+
+def model_captions(config: Config):
+    """The run's (or ensemble's, or package's) captions of the split, and where its results are written."""
+    from serving.captioner import Captioner, check_encoder, warn_if_untrained
+
+    captioner = Captioner.from_config(config)
+    run_dir = captioner.run_dir
+    print(f"run {run_dir}: {captioner.describe()}; decoding: {captioner.decoding()}")
+    warn_if_untrained(captioner)
+    agreement = None
+    if "feature_store" in captioner.metadata and os.path.exists(os.path.join(run_dir, CAPTIONS)):
+        references, missing, names, features, image_dir = stored_split_features(config, captioner)
+    else:
+        agreement = check_encoder(captioner)
+        references, missing, names, features, image_dir = encoded_split_features(config, captioner)
+    captions, guidance = captioner.captions_and_guidance(features, config.decode_batch_size) if names else ([], None)
+    generated = dict(zip(names, captions))
+    source = {"run_dir": run_dir, "ensemble": captioner.run_dirs if len(captioner.run_dirs) > 1 else [],
+              "model_file": config.model_file, "decoder": captioner.decoder_name,
+              "encoder": captioner.metadata["encoder"],
+              "weights": captioner.weights, "encoder_agreement": agreement, "decoding": captioner.decoding()}
+    if guidance is not None:
+        guided = {name: entry.as_dict() for name, entry in zip(names, guidance) if entry.guided}
+        print(f"guided {len(guided)} of {len(names)} captions by their ImageNet tags (threshold "
+              f"{captioner.guide_threshold:g})")
+        source["guided_images"] = guided
+    base = os.path.join(run_dir, f"{{}}_{config.split}{output_suffix(config, captioner)}")
+    return references, missing, generated, image_dir, source, base.format("evaluation") + ".json", \
+        base.format("report")
+
+
+def evaluate(config: Config) -> dict:
+    """Scores the captions of a split (the run's, or a captions file's); the evaluation file's content."""
+    if config.captions:
+        references, missing, generated, image_dir = captions_file_captions(config)
+        source = {"captions_file": os.path.abspath(config.captions)}
+        stem = os.path.splitext(config.captions)[0]
+        output, report_base = f"{stem}.scores_{config.split}.json", f"{stem}.report_{config.split}"
+    else:
+        references, missing, generated, image_dir, source, output, report_base = model_captions(config)
     if not generated:
         raise ValueError(f"no {config.split} image has a caption to score")
+    label = ("captions file" if config.captions else
+             "model (greedy)" if config.beam_size == 1 else f"model (beam {config.beam_size})")
+    result = score_captions(config, references, generated, missing, label)
+    result = {"split": config.split, **source, "config": resolved_config(config, source.get("run_dir", config.run_dir)),
+              **result}
+    write_json(output, result)
+    print(f"wrote {output}")
+    if config.report:
+        entries = [{"name": name, "image_path": os.path.join(image_dir, name) if image_dir else "",
+                    "generated": entry["generated"], "references": entry["references"], "scores": entry["scores"]}
+                   for name, entry in result["captions"].items()]
+        write_report(entries, report_base + ".html", report_base + ".png",
+                     f"{config.split} split, {label}", "CIDEr-D")
+        print(f"wrote {report_base}.html and {report_base}.png")
+    return result
 
+
+def score_captions(config: Config, references: dict, generated: Dict[str, str], missing: List[str],
+                   label: str) -> dict:
+    """All the metrics of the generated captions against the split's references, printed as a table;
+    the evaluation record (scores, the caption prior's, caption statistics, every caption)."""
     names = list(generated)
     split_references = [references[config.split][name] for name in names]
     hypotheses = [generated[name] for name in names]
@@ -155,8 +187,6 @@ def evaluate(config: Config) -> dict:
     print(f"NLTK BLEU: {PROTOCOL}")
     print(f"{config.split}: {len(names)} images scored, {len(missing)} missing")
     print(f"{'':24s}" + "".join(f"{name:>9s}" for name in COCO_METRICS))
-    label = ("captions file" if config.captions else
-             "model (greedy)" if config.beam_size == 1 else f"model (beam {config.beam_size})")
     print(f"{label:24s}" + "".join(f"{format_score(scores.corpus[name]):>9s}" for name in COCO_METRICS))
     print(f"{'caption prior':24s}" + "".join(f"{format_score(prior_scores.corpus[name]):>9s}" for name in COCO_METRICS))
     print(f"{'NLTK BLEU, same captions':24s}" + "".join(f"{value:9.4f}" for value in nltk_scores.values()))
@@ -167,8 +197,7 @@ def evaluate(config: Config) -> dict:
     print(f"{statistics['distinct']} different captions for {len(names)} images; {statistics['repeated_phrase']} "
           f"repeat a phrase of 3 words or more; {statistics['bad_ending']} end on a word like 'a' or 'with'; "
           f"most frequent: {statistics['most_frequent']!r} ({statistics['most_frequent_count']}x)")
-    result = {
-        "split": config.split, **source, "config": resolved_config(config, source.get("run_dir", config.run_dir)),
+    return {
         "coco_protocol": COCO_PROTOCOL, "nltk_protocol": PROTOCOL,
         "images_scored": len(names), "images_missing": len(missing), "scores": scores.corpus,
         "caption_statistics": statistics,
@@ -178,16 +207,6 @@ def evaluate(config: Config) -> dict:
                      for name, caption, refs, per_image in zip(names, hypotheses, split_references, scores.per_image)},
         "missing_images": missing,
     }
-    write_json(output, result)
-    print(f"wrote {output}")
-    if config.report:
-        entries = [{"name": name, "image_path": os.path.join(image_dir, name) if image_dir else "",
-                    "generated": entry["generated"], "references": entry["references"], "scores": entry["scores"]}
-                   for name, entry in result["captions"].items()]
-        write_report(entries, report_base + ".html", report_base + ".png",
-                     f"{config.split} split, {label}", "CIDEr-D")
-        print(f"wrote {report_base}.html and {report_base}.png")
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Stage 4: export a run (or the pretrained package) to one self-contained model file for serving.
+"""Stage 6: export a run (or the pretrained package) to one self-contained model file for serving.
 
     python export.py --run_dir runs/flickr8k --format saved_model --output exported/captioner
     python export.py --format saved_model --output exported/captioner --weights PATH   # the pretrained package
@@ -9,14 +9,19 @@ reads. Its `serving_default` signature takes a batch of encoded images (JPEG, PN
 size) and returns `captions` and their `log_probabilities`, decoded with the run's --beam_size;
 `image_features` returns the features the decoder reads. Decoding, EXIF orientation, transparency and
 resizing happen inside, as predict.py does them, so the model needs nothing from this repository.
+Guided by ImageNet tags (--guide, by default as predict.py), it carries the encoder's ImageNet
+classifier and the constrained beam search too, and also returns each image's `tags`,
+`tag_probabilities` and whether its caption was `guided`.
 
 tflite: a LiteRT (TensorFlow Lite) model for phones, with builtin operations only: one image as
 uint8 RGB pixels already resized to the encoder's square input (224 x 224 for MobileNetV2), greedy
-decoding inside; outputs `token_ids` and `words` (the caption's words, then empty strings).
+decoding inside; outputs `token_ids` and `words` (the caption's words, then empty strings); never
+guided (its builtin operations cannot run the guided search: --guide tags is refused).
 --quantize stores its weights in 8 bits (dynamic-range quantisation).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -28,10 +33,12 @@ quiet_tensorflow()
 
 import tensorflow as tf  # noqa: E402
 
-from captioner import Captioner, check_encoder, folder_size, warn_if_untrained  # noqa: E402
-from encoders import ENCODERS  # noqa: E402
-from graph_images import batch_pixels  # noqa: E402
-from vocabulary import END_ID, SPECIAL_TOKENS, UNK_ID  # noqa: E402
+from serving.captioner import Captioner, check_encoder, folder_size, warn_if_untrained  # noqa: E402
+from inputs.encoders import ENCODERS  # noqa: E402
+from decoders.tags import SHOWN_TAGS  # noqa: E402
+from serving.graph_images import batch_pixels  # noqa: E402
+from serving.guidance import GUIDED_BEAM  # noqa: E402
+from inputs.vocabulary import END_ID, SPECIAL_TOKENS, UNK_ID  # noqa: E402
 
 EXPORT_FLAGS = ("run_dir", "data_dir", "weights", "format", "output", "export_version", "quantize") + DECODING_FLAGS
 
@@ -91,15 +98,45 @@ def module_with_weights(captioner: Captioner) -> tf.Module:
     return module
 
 
+def guided_in_graph(captioner: Captioner, features, token_ids, log_probabilities) -> dict:
+    """What `Captioner.captions_and_guidance` does, as TensorFlow operations: the images whose tags ask for
+    words their caption misses are searched again with constrained beam search; the others keep theirs."""
+    tagger, search = captioner.tagger, captioner.search
+    probabilities = tagger.probabilities(features)
+    satisfies, _, _ = tagger.constraints(probabilities, token_ids)
+    constrained = tf.where(tf.reduce_any(satisfies, axis=[1, 2]))[:, 0]
+
+    def search_again():
+        guided_ids, guided_log_probabilities, met = search.best_in_graph(
+            tf.gather(features, constrained), tf.gather(satisfies, constrained),
+            max(captioner.beam_size, GUIDED_BEAM), captioner.length_penalty)
+        kept = met > 0
+        rows = tf.boolean_mask(constrained, kept)[:, None]
+        return (tf.tensor_scatter_nd_update(token_ids, rows, tf.boolean_mask(guided_ids, kept)),
+                tf.tensor_scatter_nd_update(log_probabilities, rows, tf.boolean_mask(guided_log_probabilities, kept)),
+                tf.scatter_nd(rows, tf.ones_like(rows[:, 0], tf.int32), tf.shape(log_probabilities, tf.int64)) > 0)
+
+    token_ids, log_probabilities, guided = tf.cond(
+        tf.size(constrained) > 0, search_again,
+        lambda: (token_ids, log_probabilities, tf.zeros_like(log_probabilities, tf.bool)))
+    tag_probabilities, tag_classes = tf.math.top_k(probabilities, k=SHOWN_TAGS)
+    labels = tf.constant([label.replace("_", " ") for label in tagger.labels])
+    return {"token_ids": token_ids, "log_probabilities": log_probabilities, "guided": guided,
+            "tags": tf.gather(labels, tag_classes), "tag_probabilities": tag_probabilities}
+
+
 def write_saved_model(captioner: Captioner, target: str) -> None:
     size = ENCODERS[captioner.metadata["encoder"]].input_size
     encode, decoder, tokens = features_function(captioner), captioner.decoder, captioner.vocabulary.tokens
     beam_size, length_penalty = captioner.beam_size, captioner.length_penalty
 
     def serve(images):
-        token_ids, log_probabilities = decoder.best_in_graph(encode(batch_pixels(images, size)), beam_size,
-                                                             length_penalty)
-        return {"captions": caption_strings(token_ids, tokens), "log_probabilities": log_probabilities}
+        features = encode(batch_pixels(images, size))
+        token_ids, log_probabilities = decoder.best_in_graph(features, beam_size, length_penalty)
+        if captioner.tagger is None:
+            return {"captions": caption_strings(token_ids, tokens), "log_probabilities": log_probabilities}
+        outputs = guided_in_graph(captioner, features, token_ids, log_probabilities)
+        return {"captions": caption_strings(outputs.pop("token_ids"), tokens), **outputs}
 
     def image_features(images):
         return {"image_features": encode(batch_pixels(images, size))}
@@ -159,6 +196,12 @@ def export(config: Config) -> str:
     if config.format == "tflite" and (config.beam_size != 1 or config.no_repeat_ngram_size or config.block_bad_endings):
         raise ValueError("--format tflite decodes greedily with the plain rules: drop --beam_size, "
                          "--no_repeat_ngram_size and --block_bad_endings (or export a saved_model)")
+    if config.format == "tflite" and config.guide == "tags":
+        raise ValueError("--guide tags: --format tflite decodes greedily with LiteRT's builtin operations, and "
+                         "guided decoding needs the constrained beam search; export a saved_model, which carries "
+                         "it, or leave out --guide")
+    if config.guide == "auto":  # guided where the format can run it, as predict.py is by default
+        config = dataclasses.replace(config, guide="none" if config.format == "tflite" else Config().guide)
     captioner = Captioner.from_config(config, package_by_default=True)
     print(f"exporting {captioner.run_dir if len(captioner.run_dirs) == 1 else captioner.run_dirs}: "
           f"{captioner.describe()}; decoding: {'greedy' if config.format == 'tflite' else captioner.decoding()}",
@@ -175,7 +218,9 @@ def export(config: Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    export(parse_config(EXPORT_FLAGS, __doc__.splitlines()[0], argv, several=("run_dir",)))
+    # --guide's default here is "auto": a saved_model is guided like predict.py's captions, a tflite model
+    # (greedy, builtin operations only) is not.
+    export(parse_config(EXPORT_FLAGS, __doc__.splitlines()[0], argv, several=("run_dir",), guide="auto"))
     return 0
 
 

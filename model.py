@@ -42,7 +42,7 @@ def build_model(config: Config, vocabulary_size: int, feature_shape: tuple) -> k
         if len(feature_shape) != 2:
             raise ValueError("--decoder attention needs one feature vector per image region, but this run folder "
                              "holds one vector per image: run preprocess.py --features spatial into a new --run_dir")
-        from attention import build_attention_model
+        from decoders.attention import build_attention_model
 
         return build_attention_model(config, vocabulary_size, feature_shape)
     if len(feature_shape) != 1:

@@ -22,19 +22,21 @@ import os
 import shutil
 import sys
 
-from config import PREPROCESS_FLAGS, TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, read_json, run_script
+from config import PREPROCESS_FLAGS, PROJECT_DIR, TRAIN_FLAGS, Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from captioner import ENCODER_CHECK_DIR, ENCODER_CHECK_THRESHOLD, Captioner, folder_size, with_dtype  # noqa: E402
-from decoding import CaptionDecoder  # noqa: E402
-from encoders import load_image  # noqa: E402
-from feature_store import open_features  # noqa: E402
-from metrics import coco_scores  # noqa: E402
-from preprocess import write_json  # noqa: E402
+from decoders.decoding import CaptionDecoder  # noqa: E402
+from inputs.feature_store import open_features  # noqa: E402
+from inputs.images import load_image  # noqa: E402
+from inputs.json_files import read_json, write_json  # noqa: E402
+from inputs.run_folder import (BEST_MODEL, CAPTIONS, CONFIG_SCRIPTS, ENCODER_CHECK_DIR,  # noqa: E402
+                               ENCODER_CHECK_FEATURES, METADATA, VOCABULARY, config_file, latest_training_state)
+from scoring.metrics import coco_scores  # noqa: E402
+from serving.captioner import ENCODER_CHECK_THRESHOLD, Captioner, folder_size, with_dtype  # noqa: E402
 
 PACKAGE_FLAGS = ("run_dir", "package_dir", "reference_images", "decode_batch_size")
 KEPT_METADATA = ("dataset", "encoder", "encoder_seed", "input_size", "features", "feature_dim", "feature_shape",
@@ -64,10 +66,6 @@ def same_to_three_decimals(first: dict, second: dict) -> bool:
                for kind in first for metric in CHECKED_METRICS)
 
 
-def read_optional_json(path: str, default=None):
-    return read_json(path) if os.path.exists(path) else default
-
-
 def command_line(script: str, flags, config: dict) -> str:
     """The command that gives `config`: the script and every one of its flags that differs from the default."""
     defaults = dataclasses.asdict(Config())
@@ -86,14 +84,30 @@ def command_line(script: str, flags, config: dict) -> str:
 def training_commands(run_dir: str) -> list:
     """Each phase's command and full settings, from the configurations the run saved."""
     phases = []
-    for name, script, flags in (("config_preprocess.json", "preprocess.py", PREPROCESS_FLAGS),
-                                ("config_train.json", "train.py", TRAIN_FLAGS),
-                                ("config_train_fine_tune.json", "train.py", TRAIN_FLAGS),
-                                ("config_train_scst.json", "train.py", TRAIN_FLAGS)):
-        config = read_optional_json(os.path.join(run_dir, name))
-        if config:
-            phases.append({"file": name, "command": command_line(script, flags, config), "config": config})
+    for script in CONFIG_SCRIPTS:
+        path = os.path.join(run_dir, config_file(script))
+        if os.path.exists(path):
+            config = read_json(path)
+            name, flags = ("preprocess.py", PREPROCESS_FLAGS) if script == "preprocess" else ("train.py", TRAIN_FLAGS)
+            phases.append({"file": config_file(script), "command": command_line(name, flags, config),
+                           "config": config})
     return phases
+
+
+def portable(value):
+    """`value` (metadata: dicts, lists, strings, commands) with every absolute path of this machine made
+    portable: relative to the project when inside it, else the file or folder name alone. A package
+    records where it came from, never where it was built."""
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item) for item in value]
+    if isinstance(value, str) and " " in value:  # a command line
+        return " ".join(portable(part) for part in value.split(" "))
+    if isinstance(value, str) and os.path.isabs(value):
+        inside = os.path.relpath(value, PROJECT_DIR)
+        return inside if not inside.startswith("..") else os.path.basename(os.path.normpath(value))
+    return value
 
 
 def read_reference_images(names: list, image_dir: str, size: int) -> list:
@@ -120,18 +134,19 @@ def write_reference_images(captioner: Captioner, images: list, package_dir: str)
     _, features, errors = captioner.image_features([os.path.join(folder, name) for name in written])
     if errors:
         raise ValueError(f"reference image unreadable: {errors[0]}")
-    np.save(os.path.join(folder, "features.npy"), features.astype(np.float32))
+    np.save(os.path.join(folder, ENCODER_CHECK_FEATURES), features.astype(np.float32))
     return written, features
 
 
 def package(config: Config) -> dict:
+    """Writes the package of the run into config.package_dir; the package's metadata."""
     run_dir = config.resolved_run_dir()
     captioner = Captioner(run_dir)
     metadata, package_dir = captioner.metadata, config.package_dir
     if metadata["weights"] == "none":
         print(f"WARNING: {run_dir} was trained on an UNTRAINED encoder (--weights none): the package will "
               f"caption colours and layout only (useful for tests, not for photos)", file=sys.stderr)
-    captions = read_json(os.path.join(run_dir, "captions.json"))
+    captions = read_json(os.path.join(run_dir, CAPTIONS))
     features, rows = open_features(run_dir, metadata)
     dev_names = [name for name in captions["dev"] if name in rows]
     if not dev_names:
@@ -144,15 +159,16 @@ def package(config: Config) -> dict:
     model = captioner.model
     half = with_dtype(model, "float16")
     widened = with_dtype(half, "float32")  # the float16 model as a user runs it: widened to float32 on load
-    scores_float32 = dev_scores(model, captioner, dev_features, references, config.decode_batch_size)
-    scores_float16 = dev_scores(widened, captioner, dev_features, references, config.decode_batch_size)
-    use_half = same_to_three_decimals(scores_float32, scores_float16)
-    print(f"dev scores float32 {scores_float32}; float16 {scores_float16}: "
+    scores = {"images": len(dev_names),
+              "float32": dev_scores(model, captioner, dev_features, references, config.decode_batch_size),
+              "float16": dev_scores(widened, captioner, dev_features, references, config.decode_batch_size)}
+    use_half = same_to_three_decimals(scores["float32"], scores["float16"])
+    print(f"dev scores float32 {scores['float32']}; float16 {scores['float16']}: "
           f"{'float16 keeps them to 3 decimals' if use_half else 'float16 changes them: keeping float32'}")
 
     os.makedirs(package_dir, exist_ok=True)
-    (half if use_half else model).save(os.path.join(package_dir, "model.keras"))
-    shutil.copyfile(os.path.join(run_dir, "vocabulary.json"), os.path.join(package_dir, "vocabulary.json"))
+    (half if use_half else model).save(os.path.join(package_dir, BEST_MODEL))
+    shutil.copyfile(os.path.join(run_dir, VOCABULARY), os.path.join(package_dir, VOCABULARY))
     tuned = metadata.get("fine_tuned_encoder")
     if tuned:  # saved from the loaded model: the weights without the run's optimizer state (about half the file)
         captioner.encoder().save(os.path.join(package_dir, tuned["file"]))
@@ -160,10 +176,26 @@ def package(config: Config) -> dict:
     # What the package says about its own reference images: a user's check that decoding is the same.
     reference_captions = CaptionDecoder(widened if use_half else model, captioner.max_length).captions(
         reference_features, captioner.vocabulary, 1, 0.0)
+    package_metadata = describe_package(run_dir, metadata, images, reference_captions,
+                                        "float16" if use_half else "float32", scores)
+    write_json(os.path.join(package_dir, METADATA), package_metadata)
+    files = [BEST_MODEL, VOCABULARY, METADATA, "README.md"] + ([tuned["file"]] if tuned else []) + \
+        [os.path.join(ENCODER_CHECK_DIR, name) for name in images + [ENCODER_CHECK_FEATURES]]
+    size = sum(folder_size(os.path.join(package_dir, name)) for name in files
+               if os.path.exists(os.path.join(package_dir, name)))
+    print(f"wrote {package_dir} ({size / 1e6:.1f} MB, decoder weights in {package_metadata['weights_precision']}; "
+          f"reference images: {', '.join(images)})")
+    return package_metadata
+
+
+def describe_package(run_dir: str, metadata: dict, images: list, reference_captions: list, precision: str,
+                     scores: dict) -> dict:
+    """The package's metadata.json: what captioning needs from the run's metadata, the encoder check, the
+    dev scores and how the run was trained, with no path of the machine it was built on."""
     trained_with = metadata["weights"]
-    history = read_optional_json(os.path.join(run_dir, "training_state_scst.json")) or \
-        read_optional_json(os.path.join(run_dir, "training_state.json"), {})
-    package_metadata = {
+    tuned = metadata.get("fine_tuned_encoder")
+    state = latest_training_state(run_dir)
+    return portable({
         **{key: metadata[key] for key in KEPT_METADATA if key in metadata},
         # What a user's encoder loads: Keras's ImageNet weights, unless --weights names a file.
         "weights": "none" if trained_with == "none" else "imagenet",
@@ -172,21 +204,13 @@ def package(config: Config) -> dict:
             "trained_with": os.path.basename(trained_with) if os.path.isfile(trained_with) else trained_with,
             "trained_with_sha256": sha256(trained_with) if os.path.isfile(trained_with) else "",
         },
-        "weights_precision": "float16" if use_half else "float32",
+        "weights_precision": precision,
         **({"fine_tuned_encoder": {**tuned, "from_weights": os.path.basename(str(trained_with))}} if tuned else {}),
-        "dev_scores": {"images": len(dev_names), "float32": scores_float32, "float16": scores_float16},
-        "source_run": {"run_dir": os.path.abspath(run_dir), "training_state": history,
-                       "settings": training_commands(run_dir)},
+        "dev_scores": scores,
+        "source_run": {"run_dir": os.path.abspath(run_dir), "training_phase": state.pop("phase", ""),
+                       "training_state": state, "settings": training_commands(run_dir)},
         "packaged": datetime.date.today().isoformat(),
-    }
-    write_json(os.path.join(package_dir, "metadata.json"), package_metadata)
-    files = ["model.keras", "vocabulary.json", "metadata.json", "README.md"] + ([tuned["file"]] if tuned else []) + \
-        [os.path.join(ENCODER_CHECK_DIR, name) for name in images + ["features.npy"]]
-    size = sum(folder_size(os.path.join(package_dir, name)) for name in files
-               if os.path.exists(os.path.join(package_dir, name)))
-    print(f"wrote {package_dir} ({size / 1e6:.1f} MB, decoder weights in {package_metadata['weights_precision']}; "
-          f"reference images: {', '.join(images)})")
-    return package_metadata
+    })
 
 
 def main(argv: list[str] | None = None) -> int:

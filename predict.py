@@ -24,9 +24,9 @@ from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, run_s
 
 quiet_tensorflow()
 
-from captioner import Captioner, check_encoder, warn_if_untrained  # noqa: E402
+from inputs.images import IMAGE_SUFFIXES  # noqa: E402
+from serving.captioner import Captioner, check_encoder, warn_if_untrained  # noqa: E402
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "weights") + DECODING_FLAGS + ("top", "output", "attention_map")
 
 
@@ -69,6 +69,40 @@ def write_attention_maps(captioner: Captioner, captions: dict, features: dict, t
     return written
 
 
+def print_captions(captions: dict, guidance: dict, single: bool, top: int) -> None:
+    """One image: its caption (with --top, its best beams), then its tags when guidance is on. Several:
+    a `path<TAB>caption[<TAB>tags]` line each (with --top, the path, then its beams)."""
+    for path, caption in captions.items():
+        tags = guidance[path].describe() if path in guidance else ""
+        if top > 1:
+            if not single:
+                print(path)
+            for rank, (text, log_probability) in enumerate(caption, 1):
+                print(f"{rank}. {text}\t(log-probability {log_probability:.3f})")
+            if tags:
+                print(tags + (f": {guidance[path].caption}" if guidance[path].guided else ""))
+        elif single:
+            print(caption + (f"\n{tags}" if tags else ""))
+        else:
+            print(f"{path}\t{caption}" + (f"\t{tags}" if tags else ""))
+
+
+def write_output(config: Config, captioner: Captioner, captions: dict, guidance: dict, errors: list,
+                 agreement) -> None:
+    """--output: the captions (and beams, tags) as JSON."""
+    if config.top > 1:
+        captions = {path: [{"caption": text, "log_probability": log_probability} for text, log_probability in beams]
+                    for path, beams in captions.items()}
+    result = {"run_dir": captioner.run_dir if len(captioner.run_dirs) == 1 else captioner.run_dirs,
+              "encoder": captioner.metadata["encoder"], "weights": captioner.weights, "encoder_agreement": agreement,
+              "decoding": captioner.decoding(), "captions": captions,
+              "skipped": {str(error).split(":")[0]: error.kind for error in errors}}
+    if guidance:
+        result["tags"] = {path: entry.as_dict() for path, entry in guidance.items()}
+    with open(config.output, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+
+
 def predict(config: Config) -> dict:
     if not config.image_path:
         raise ValueError("--image_path: give an image file, several files, or a folder")
@@ -86,30 +120,17 @@ def predict(config: Config) -> dict:
                          if len(captioner.run_dirs) > 1 else
                          f"--attention_map: {captioner.run_dir} has a merge decoder, which does not attend to "
                          f"image regions; train one with --decoder attention")
-    captions, features, errors = captioner.caption_files(paths, config.decode_batch_size, config.top)
+    captions, features, errors, guidance = captioner.caption_files(paths, config.decode_batch_size, config.top)
     single = len(paths) == 1 and not any_folder
     if single and errors:
         raise ValueError(str(errors[0]))
     for error in errors:
         print(f"skipped {error}", file=sys.stderr)
-    for path, caption in captions.items():
-        if config.top > 1:
-            if not single:
-                print(path)
-            for rank, (text, log_probability) in enumerate(caption, 1):
-                print(f"{rank}. {text}\t(log-probability {log_probability:.3f})")
-        else:
-            print(caption if single else f"{path}\t{caption}")
+    print_captions(captions, guidance, single, config.top)
     if errors and not single:
         print(f"{len(errors)} of {len(paths)} images skipped", file=sys.stderr)
     if config.output:
-        if config.top > 1:
-            captions = {path: [{"caption": text, "log_probability": log_probability} for text, log_probability in beams]
-                        for path, beams in captions.items()}
-        with open(config.output, "w", encoding="utf-8") as handle:
-            json.dump({"run_dir": captioner.run_dir if len(captioner.run_dirs) == 1 else captioner.run_dirs, "encoder": captioner.metadata["encoder"],
-                       "weights": captioner.weights, "encoder_agreement": agreement, "captions": captions,
-                       "skipped": {str(error).split(":")[0]: error.kind for error in errors}}, handle, indent=1)
+        write_output(config, captioner, captions, guidance, errors, agreement)
     if config.attention_map and captions:
         for path in write_attention_maps(captioner, captions, features, config.attention_map, single):
             print(f"attention map: {path}", file=sys.stderr)

@@ -10,42 +10,28 @@ Safe to interrupt: run the same command again and it resumes where it stopped.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-from config import (PREPROCESS_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, read_json, run_script,
-                    save_config)
+from config import PREPROCESS_FLAGS, SAMPLE_DATA_DIR, Config, parse_config, quiet_tensorflow, run_script
 
 quiet_tensorflow()
 
-from data_loader import SPLITS, load_dataset  # noqa: E402
-from download import download_dataset  # noqa: E402
-from encoders import ENCODERS, encode_pixels, load_batches, open_encoder  # noqa: E402
-from feature_store import FeatureStore, check_features_written, merge_shards, shard_name  # noqa: E402
-from vocabulary import Vocabulary  # noqa: E402
-
-METADATA = "metadata.json"
-
-
-def write_json(path: str, value) -> None:
-    """Writes through a temporary file, so an interrupted write never leaves a half file."""
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=1)
-    os.replace(temporary, path)
+from data_loader import SPLITS, Dataset, load_dataset  # noqa: E402
+from inputs.download import download_dataset  # noqa: E402
+from inputs.encoders import ENCODERS, open_encoder  # noqa: E402
+from inputs.extraction import extract, report  # noqa: E402
+from inputs.feature_store import FeatureStore, check_features_written, merge_shards, shard_name  # noqa: E402
+from inputs.json_files import read_json, write_json  # noqa: E402
+from inputs.run_folder import CAPTIONS, METADATA, VOCABULARY, save_config  # noqa: E402
+from inputs.vocabulary import Vocabulary  # noqa: E402
 
 
 def is_bundled_sample(data_dir: str) -> bool:
     return os.path.abspath(data_dir) == os.path.abspath(SAMPLE_DATA_DIR)
-
-
-def report(title: str, by_kind: Dict[str, List[str]]) -> None:
-    for kind, names in sorted(by_kind.items()):
-        print(f"{title} {len(names)} image(s): {kind} (e.g. {names[0]})", file=sys.stderr)
 
 
 def parse_shard(text: str) -> Optional[Tuple[int, int]]:
@@ -56,22 +42,6 @@ def parse_shard(text: str) -> Optional[Tuple[int, int]]:
     if not (slash and index.isdigit() and count.isdigit() and int(count) >= 1 and int(index) < int(count)):
         raise ValueError(f"--shard {text}: expected I/N with 0 <= I < N, e.g. --shard 0/2 and --shard 1/2")
     return int(index), int(count)
-
-
-def extract(store: FeatureStore, paths: List[str], names: List[str], encoder_model, input_size: int,
-            batch_size: int) -> Dict[str, List[str]]:
-    """Encodes the images at `paths` into `store` under `names`; returns the skipped ones by reason."""
-    from tqdm import tqdm
-
-    skipped: Dict[str, List[str]] = defaultdict(list)
-    with tqdm(total=len(names), unit="img", desc="features", disable=not names) as progress:
-        for indices, pixels, failures, conversions in load_batches(paths, input_size, batch_size):
-            store.append([names[i] for i in indices], encode_pixels(encoder_model, pixels),
-                         {names[index]: kind for index, kind in conversions})
-            for index, error in failures:
-                skipped[error.kind].append(names[index])
-            progress.update(len(indices) + len(failures))
-    return skipped
 
 
 def copy_features_from(source_dir: str, run_dir: str) -> dict:
@@ -97,7 +67,7 @@ def copy_features_from(source_dir: str, run_dir: str) -> dict:
     check_features_written(source_dir, metadata)
     tuned = metadata.get("fine_tuned_encoder")
     store = metadata["feature_store"]["name"]
-    names = ["vocabulary.json", "captions.json"] + [store + suffix for suffix in (".bin", ".index", ".json")]
+    names = [VOCABULARY, CAPTIONS] + [store + suffix for suffix in (".bin", ".index", ".json")]
     names += [tuned["file"]] if tuned else []
     missing = [name for name in names if not os.path.exists(os.path.join(source_dir, name))]
     if missing:
@@ -114,6 +84,7 @@ def copy_features_from(source_dir: str, run_dir: str) -> dict:
 
 
 def preprocess(config: Config) -> dict:
+    """Fills the run folder: features (resumable), then vocabulary, captions and metadata; the metadata."""
     if config.features_from:
         if config.shard or config.download:
             raise ValueError("--features_from copies a finished run's features: leave out --shard and --download")
@@ -131,13 +102,30 @@ def preprocess(config: Config) -> dict:
     dataset = load_dataset(config.data_dir, config.split_seed, config.limit, captions_file=config.captions_file,
                            images_dir=config.images_dir)
     run_dir = config.resolved_run_dir()
-    spec = ENCODERS[config.encoder]
-    encoder_model, weights = open_encoder(config.encoder, config.weights, is_bundled_sample(config.data_dir) and not config.captions_file,
+    encoder_model, weights = open_encoder(config.encoder, config.weights,
+                                          is_bundled_sample(config.data_dir) and not config.captions_file,
                                           config.encoder_seed, config.features)
     if os.path.isfile(weights):
         weights = os.path.abspath(weights)  # predict.py may run from another folder
     save_config(config, run_dir, "preprocess")
+    store, wanted, skipped = extract_features(config, dataset, run_dir, encoder_model, weights, shard)
+    if shard:
+        print(f"wrote {store.rows_path}: shard {config.shard}, {len(store)} images; run preprocess.py without "
+              f"--shard (same --run_dir) once every shard's files are in it, to merge them and finish")
+        return {"shard": config.shard, "images": len(store), "skipped_images": dict(skipped)}
+    converted: Dict[str, List[str]] = defaultdict(list)
+    for name in wanted:  # conversions are kept in the store, so earlier runs' count too
+        if name in store.notes:
+            converted[store.notes[name]].append(name)
+    report("converted", converted)
+    return write_run(config, dataset, run_dir, store, weights, {"skipped_images": dict(skipped),
+                                                                "converted_images": dict(converted)})
 
+
+def extract_features(config: Config, dataset: Dataset, run_dir: str, encoder_model, weights: str,
+                     shard: Optional[Tuple[int, int]]) -> Tuple[FeatureStore, List[str], Dict[str, List[str]]]:
+    """Extracts the features of every split image (or of one shard) not in the store yet;
+    (the store, the images wanted, the images skipped by reason)."""
     identity = {"encoder": config.encoder, "weights": weights,
                 "encoder_seed": str(config.encoder_seed) if weights == "none" else ""}
     spatial = config.features == "spatial"
@@ -146,6 +134,7 @@ def preprocess(config: Config) -> dict:
     # Not for an untrained encoder: its activations can lie far below float16's range (MobileNetV2's
     # are about 1e-11) and would all round to zero.
     dtype = "float16" if spatial and weights != "none" else "float32"
+    spec = ENCODERS[config.encoder]
     shape = spec.feature_shape(config.features)
     wanted = list(dict.fromkeys(name for split in SPLITS for name in dataset.splits[split]))
     if shard:
@@ -158,7 +147,6 @@ def preprocess(config: Config) -> dict:
     if not shard:
         for merged_shard, count in merge_shards(store):
             print(f"merged {count} images' features from {merged_shard}")
-
     todo = [name for name in wanted if name not in store]
     print(f"{dataset.name}: {len(wanted)} images {'in shard ' + config.shard if shard else 'in the splits'}, "
           f"{len(wanted) - len(todo)} already extracted, {len(todo)} to go ({config.encoder} {config.features} "
@@ -166,28 +154,24 @@ def preprocess(config: Config) -> dict:
     skipped = extract(store, [dataset.image_path(name) for name in todo], todo, encoder_model, spec.input_size,
                       config.extract_batch_size)
     report("skipped", skipped)
-    if shard:
-        print(f"wrote {store.rows_path}: shard {config.shard}, {len(store)} images; run preprocess.py without "
-              f"--shard (same --run_dir) once every shard's files are in it, to merge them and finish")
-        return {"shard": config.shard, "images": len(store), "skipped_images": dict(skipped)}
-    converted: Dict[str, List[str]] = defaultdict(list)
-    for name in wanted:  # conversions are kept in the store, so earlier runs' count too
-        if name in store.notes:
-            converted[store.notes[name]].append(name)
-    report("converted", converted)
+    return store, wanted, skipped
 
+
+def write_run(config: Config, dataset: Dataset, run_dir: str, store: FeatureStore, weights: str,
+              image_notes: dict) -> dict:
+    """Vocabulary, captions and metadata of a run whose features are extracted; the metadata, written last."""
     train_captions = [caption for name in dataset.splits["train"] if name in store
                       for caption in dataset.captions[name]]
     if not train_captions:
         raise ValueError(f"{config.captions_file or config.data_dir}: none of the {len(dataset.splits['train'])} "
-                         f"training images "
-                         f"could be read (see the skipped lines above)")
+                         f"training images could be read (see the skipped lines above)")
     vocabulary = Vocabulary.build(train_captions, config.min_word_count)
-    vocabulary.save(os.path.join(run_dir, "vocabulary.json"))
+    vocabulary.save(os.path.join(run_dir, VOCABULARY))
     max_length = min(max(len(caption.split()) for caption in train_captions), config.max_caption_words)
-    write_json(os.path.join(run_dir, "captions.json"),
+    write_json(os.path.join(run_dir, CAPTIONS),
                {split: {name: dataset.captions[name] for name in names} for split, names in dataset.splits.items()})
-
+    spec = ENCODERS[config.encoder]
+    shape = spec.feature_shape(config.features)
     metadata = {
         "dataset": dataset.name,
         "data_dir": os.path.abspath(config.data_dir),
@@ -202,15 +186,15 @@ def preprocess(config: Config) -> dict:
         "features": config.features,
         "feature_dim": shape[-1],
         "feature_shape": list(shape),
-        "feature_store": {"name": store_name, "dtype": dtype, "identity": identity},
+        "feature_store": {"name": os.path.basename(store.rows_path)[:-len(".bin")], "dtype": store.dtype.name,
+                          "identity": store.identity},
         "vocabulary_size": len(vocabulary),
         "min_word_count": config.min_word_count,
         "max_caption_length": max_length,
         "images": {split: {"in_split": len(names), "with_features": sum(name in store for name in names)}
                    for split, names in dataset.splits.items()},
         "training_captions": len(train_captions),
-        "skipped_images": dict(skipped),
-        "converted_images": dict(converted),
+        **image_notes,
         "skipped_captions": dataset.skipped_captions,
     }
     write_json(os.path.join(run_dir, METADATA), metadata)

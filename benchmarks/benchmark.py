@@ -67,7 +67,8 @@ def header(title: str):
 
 # ---------------------------------------------------------------- extraction
 def bench_extraction(image_count: int, loop_counts: dict, repeats: dict):
-    from encoders import ENCODERS, build_encoder, encode_pixels, load_batches, load_image
+    from inputs.encoders import ENCODERS, build_encoder, encode_pixels
+    from inputs.images import load_batches, load_image
     from tutorial_baselines import extract_per_image
 
     folder = SHARED_IMAGES if os.path.isdir(SHARED_IMAGES) else os.path.join(PROJECT, "data", "sample", "Flicker8k_Dataset")
@@ -111,7 +112,7 @@ def bench_extraction(image_count: int, loop_counts: dict, repeats: dict):
 def training_data(image_count: int, feature_dim: int, captions_per_image: int = 5, seed: int = 0):
     """Real Flickr8k training captions where available (else the bundled sample's), synthetic features."""
     from data_loader import load_dataset
-    from vocabulary import Vocabulary
+    from inputs.vocabulary import Vocabulary
 
     source = SHARED_DATA if os.path.isdir(SHARED_DATA) else os.path.join(PROJECT, "data", "sample")
     dataset = load_dataset(source)
@@ -142,7 +143,7 @@ def child_train_ours(image_count: int, feature_dim: int, features_path: str, rea
                      captions_per_image: int = 5, output: str = "real") -> dict:
     import keras
     from config import Config
-    from feature_store import FeatureRows
+    from inputs.feature_store import FeatureRows
     from model import build_merge_model, compile_model
 
     rng, vocabulary, length, rows, tokens = training_data(image_count, feature_dim, captions_per_image)
@@ -241,8 +242,9 @@ def bench_scale(image_count: int, feature_dim: int, work_dir: str, readers: list
 def bench_decoding(images: int, loop_images: int, beam_loop_images: int, vocabulary_size: int, max_length: int):
     import keras
     from config import Config
-    from decoding import CaptionDecoder
-    from encoders import build_encoder, encode_pixels, load_image
+    from decoders.decoding import CaptionDecoder
+    from inputs.encoders import build_encoder, encode_pixels
+    from inputs.images import load_image
     from model import build_merge_model
     from tutorial_baselines import beam_per_word, greedy_per_word, predict_with
 
@@ -288,7 +290,7 @@ def bench_attention(image_count: int, decode_images: int, beam_loop_images: int,
     (MobileNetV2's shapes; features synthetic, the float16 spatial map read from a memory map as in training)."""
     import keras
     from config import Config
-    from decoding import CaptionDecoder
+    from decoders.decoding import CaptionDecoder
     from model import build_model, compile_model
     from tutorial_baselines import beam_per_word
 
@@ -350,10 +352,10 @@ def bench_scst(image_count: int, passes: int):
 
     import keras
     from config import Config
-    from decoding import CaptionDecoder
+    from decoders.decoding import CaptionDecoder
     from model import build_model, compile_model
-    from reward import CiderD
-    from scst import PolicyStep, scst_epoch
+    from training.reward import CiderD
+    from training.scst import PolicyStep, scst_epoch
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")  # our pipeline shuffles itself
     rng, vocabulary, length, rows, tokens = training_data(image_count, 1280)

@@ -46,7 +46,8 @@ WEIGHTS = os.path.join(os.path.dirname(PROJECT), "shared", "weights",
 def export_all(folder: str) -> dict:
     import export
 
-    from captioner import PRETRAINED_DIR, folder_size
+    from config import PRETRAINED_DIR
+    from serving.captioner import folder_size
 
     base = Config(run_dir=PRETRAINED_DIR, weights=WEIGHTS)
     targets = {"saved_model greedy": (os.path.join(folder, "greedy"), dict(format="saved_model")),
@@ -76,7 +77,8 @@ class Runners:
     def __init__(self, paths: dict):
         from ai_edge_litert.interpreter import Interpreter
 
-        from captioner import PRETRAINED_DIR, Captioner
+        from config import PRETRAINED_DIR
+        from serving.captioner import Captioner
 
         self.captioner = {1: Captioner(PRETRAINED_DIR, weights=WEIGHTS),
                           3: Captioner(PRETRAINED_DIR, beam_size=3, weights=WEIGHTS)}
@@ -86,7 +88,7 @@ class Runners:
                      for kind in ("float32", "quantized")}
 
     def predict(self, images: list, beam: int = 1) -> list:
-        captions, _, _ = self.captioner[beam].caption_files(images)
+        captions, _, _, _ = self.captioner[beam].caption_files(images)
         return [captions[path] for path in images]
 
     def saved_model(self, images: list, beam: int = 1, batch: int = 32) -> list:
@@ -97,7 +99,7 @@ class Runners:
         return captions
 
     def tflite(self, images: list, kind: str = "float32", pixels: dict | None = None) -> list:
-        from encoders import load_image
+        from inputs.images import load_image
 
         captions = []
         for path in images:
@@ -117,7 +119,7 @@ def best_time(function, repeats: int) -> float:
 
 
 def speed(runners: Runners, images: list, single_repeats: int) -> None:
-    from encoders import load_image
+    from inputs.images import load_image
 
     pixels = {path: load_image(path, 224)[0].astype(np.uint8) for path in images}
     one = images[:1]

@@ -6,7 +6,7 @@
 One epoch over the same real Flickr8k training images and their captions, merge decoder with the default
 sizes, MobileNetV2 with the shared ImageNet weights (../shared/weights), three ways:
 - frozen: train.py's cross-entropy epoch on cached features (batch 32 captions);
-- fine-tuning as finetune.py does it: 16 images per batch, each image read and encoded once for all its captions;
+- fine-tuning as training/finetune.py does it: 16 images per batch, each image read and encoded once for all its captions;
 - fine-tuning per caption, as a pipeline of (image, caption) pairs would: each caption's image read and
   encoded again, 32 pairs per batch.
 The fine-tuned layers are the default 8. Each side runs after a warm-up; the sides alternate, and each
@@ -40,10 +40,11 @@ def main() -> None:
 
     from config import Config
     from data_loader import load_dataset
-    from encoders import build_encoder, encode_pixels, load_batches
-    from finetune import JointStep, captions_per_image, image_caption_batches, make_top_trainable
+    from inputs.encoders import build_encoder, encode_pixels
+    from inputs.images import load_batches
+    from training.encoder_tuning import JointStep, captions_per_image, image_caption_batches, make_top_trainable
     from model import build_model, compile_model
-    from vocabulary import Vocabulary
+    from inputs.vocabulary import Vocabulary
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
     config = Config(encoder="mobilenet_v2")

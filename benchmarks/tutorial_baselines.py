@@ -4,7 +4,7 @@
 - training: every prefix of every caption a separate sample, one-hot targets (`to_categorical`);
 - decoding: one `model.predict` per word per image (per beam, for beam search), re-reading the prefix.
 
-Decoding follows the same rules as decoding.py (no <pad>/<start>/<unk>, no <end> first, cut at
+Decoding follows the same rules as decoders/decoding.py (no <pad>/<start>/<unk>, no <end> first, cut at
 max_length; optionally no <end> after the given word ids and no repeated n-gram), written as plainly
 as possible, so its captions can be compared token for token.
 """
@@ -14,7 +14,7 @@ from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
-from vocabulary import END_ID, PAD_ID, START_ID, UNK_ID
+from inputs.vocabulary import END_ID, PAD_ID, START_ID, UNK_ID
 
 
 def predict_with(model) -> Callable:

@@ -1,13 +1,17 @@
-"""Shared fixtures: a tiny dataset in the official layout, and one preprocessed + trained run of it.
+"""Shared fixtures: a tiny dataset in the official layout; one preprocessed and trained run of it, that run
+packaged and that run fine-tuned; a run of the attention decoder.
 
 Everything uses MobileNetV2 with `--weights none` (fast, no download) and a handful of images.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import io
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -109,3 +113,61 @@ def attention_run(tmp_path_factory) -> Config:
     config = tiny_config(data_dir, str(root / "run"), decoder="attention", attention_units=8)
     train(config)  # runs preprocess with --features spatial by itself
     return config
+
+
+def fine_tune_copy(base, tmp_path, name="run", **overrides):
+    """A copy of a trained tiny run, and the configuration that fine-tunes it."""
+    run_dir = str(tmp_path / name)
+    shutil.copytree(base.run_dir, run_dir)
+    values = dict(run_dir=run_dir, fine_tune_encoder=True, fine_tune_layers=3, fine_tune_epochs=1,
+                  fine_tune_batch_size=4, fine_tune_learning_rate=1e-3, encoder_learning_rate=1e-2)
+    values.update(overrides)
+    return dataclasses.replace(base, **values)
+
+
+@pytest.fixture(scope="session")
+def fine_tuned_run(trained_run, tmp_path_factory):
+    """The tiny run fine-tuned for one epoch, left as an interruption before the features were written
+    leaves it, then resumed for a second epoch. Returns (config, what was seen in between)."""
+    import keras
+
+    from inputs.feature_store import open_features
+    from inputs.run_folder import LAST_ENCODER
+    from train import train
+
+    config = fine_tune_copy(trained_run, tmp_path_factory.mktemp("fine_tuned"))
+    train(config)
+    seen = {"steps_per_epoch": int(keras.models.load_model(os.path.join(config.run_dir, LAST_ENCODER))
+                                   .optimizer.iterations.numpy())}
+    metadata_path = os.path.join(config.run_dir, "metadata.json")
+    with open(metadata_path, encoding="utf-8") as handle:
+        metadata = json.load(handle)
+    metadata["fine_tuned_encoder"]["features_written"] = False
+    with open(metadata_path, "w", encoding="utf-8") as handle:
+        json.dump(metadata, handle)
+    try:
+        open_features(config.run_dir, metadata)
+    except ValueError as error:
+        seen["unfinished"] = str(error)
+    seen["state"] = train(dataclasses.replace(config, resume=True, fine_tune_epochs=2))
+    return config, seen
+
+
+@pytest.fixture(scope="session")
+def classifier_files(tmp_path_factory):
+    """Guidance files for the tiny runs (--classifier_weights W --class_names C): a class index whose first class
+    is a "red circle" with a WordNet id in the cats' range (the rule names it "circle", a word of the tiny
+    vocabulary), and MobileNetV2 weights with its top whose bias makes every untrained-encoder image that class."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("classifier")
+    index = {"0": ["n02123045", "red_circle"], **{str(i): [f"n9{i:07d}", f"thing_{i}"] for i in range(1, 1000)}}
+    (folder / "classes.json").write_text(json.dumps(index), encoding="utf-8")
+    keras.utils.set_random_seed(5)
+    model = keras.applications.MobileNetV2(weights=None, include_top=True)
+    kernel, bias = model.get_layer("predictions").get_weights()
+    bias[0] = 10.0
+    model.get_layer("predictions").set_weights([kernel, bias])
+    weights = str(folder / "mobilenet_v2_top.weights.h5")
+    model.save_weights(weights)
+    return ["--classifier_weights", weights, "--class_names", str(folder / "classes.json")]

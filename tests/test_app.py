@@ -40,7 +40,7 @@ def sample_image_bytes(trained_run) -> tuple[str, bytes]:
 
 
 def test_upload_shows_the_greedy_caption_and_the_best_beams(trained_run, runs_dir, monkeypatch):
-    from captioner import Captioner
+    from serving.captioner import Captioner
 
     path, image_bytes = sample_image_bytes(trained_run)
     app = open_app(runs_dir, monkeypatch)
@@ -94,7 +94,7 @@ def test_no_runs_yet_and_a_run_without_a_model(trained_run, tmp_path, monkeypatc
 
 
 def test_model_loads_once_and_a_repeated_caption_comes_from_the_cache(trained_run, runs_dir, monkeypatch):
-    import captioner as captioner_module
+    from serving import captioner as captioner_module
 
     calls = {"loads": 0, "encodes": 0}
     original_init, original_features = captioner_module.Captioner.__init__, captioner_module.Captioner.image_features
@@ -143,7 +143,7 @@ def test_an_attention_run_also_shows_where_it_looked(attention_run, trained_run,
 
 def test_the_pretrained_package_is_the_first_choice_and_its_encoder_is_checked(trained_run, tiny_package, runs_dir,
                                                                             monkeypatch):
-    from captioner import Captioner
+    from serving.captioner import Captioner
 
     path, image_bytes = sample_image_bytes(trained_run)
     app = open_app(runs_dir, monkeypatch, package_dir=tiny_package)
@@ -165,3 +165,28 @@ def test_the_pretrained_package_is_the_first_choice_and_its_encoder_is_checked(t
     monkeypatch.setenv("CAPTION_WEIGHTS", other)
     app = open_app(runs_dir, monkeypatch, package_dir=tiny_package)
     assert any("differ from the ones this decoder was trained with" in warning.value for warning in app.warning)
+
+
+def test_the_page_guides_by_tags_and_shows_them_unless_unticked(trained_run, runs_dir, classifier_files,
+                                                                 monkeypatch):
+    from serving.captioner import Captioner
+
+    path, image_bytes = sample_image_bytes(trained_run)
+    monkeypatch.setenv("CAPTION_CLASSIFIER_WEIGHTS", classifier_files[1])
+    monkeypatch.setenv("CAPTION_CLASS_NAMES", classifier_files[3])
+    app = open_app(runs_dir, monkeypatch)
+    app.file_uploader[0].set_value(("photo.jpg", image_bytes, "image/jpeg"))
+    app.run()
+    assert not app.exception and not app.error, [error.value for error in app.error]
+    captioner = Captioner(trained_run.run_dir)
+    assert captioner.guide_by_tags(0.5, classifier_files[1], classifier_files[3]) == ""
+    features = captioner.image_features([path])[1]
+    (guided,), (guidance,) = captioner.captions_and_guidance(features, beam_size=1)
+    assert f"**{guided}**" in [markdown.value for markdown in app.markdown]
+    captions = [caption.value for caption in app.caption]
+    assert any(caption.startswith("ImageNet tags: red circle 0.96") for caption in captions)
+    assert ("greedy caption, guided to say circle" in captions) == guidance.guided
+    app.sidebar.checkbox[0].uncheck().run()
+    assert not any(caption.value.startswith("ImageNet tags") for caption in app.caption)
+    assert f"**{captioner.decoder.captions(features, captioner.vocabulary)[0]}**" in \
+        [markdown.value for markdown in app.markdown]

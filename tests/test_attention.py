@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attention import build_attention_model
+from decoders.attention import build_attention_model
 from conftest import MOBILENET_NOTOP, PROJECT, SHARED_FLICKR, needs_shared, tiny_config
-from decoding import CaptionDecoder
-from feature_store import FeatureStore, open_features
-from report import attention_figure
-from vocabulary import END_ID, PAD_ID, START_ID
+from decoders.decoding import CaptionDecoder
+from inputs.feature_store import FeatureStore, open_features
+from scoring.report import attention_figure
+from inputs.vocabulary import END_ID, PAD_ID, START_ID
 
 VOCABULARY, REGIONS, CHANNELS = 30, 9, 6
 
@@ -107,6 +107,20 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert loaded.get_layer("attention_lstm").get_config()["attention_units"] == 5
 
 
+def test_an_attention_model_saved_when_the_layer_lived_in_attention_py_still_loads():
+    """tests/data/attention_decoder_v1.keras was saved while the layer's module was `attention` (the top
+    folder); it loads by its registered name, captioner>AttentionLSTM, and computes what it computed then."""
+    from serving.captioner import load_decoder
+
+    folder = os.path.join(PROJECT, "tests", "data")
+    loaded = load_decoder(os.path.join(folder, "attention_decoder_v1.keras"))
+    assert type(loaded.get_layer("attention_lstm")).__module__ == "decoders.attention"
+    features = np.random.RandomState(0).rand(2, 4, 6).astype("float32")
+    tokens = np.array([[2, 5, 7], [2, 4, 0]], "int32")
+    np.testing.assert_allclose(loaded([features, tokens]).numpy(),
+                               np.load(os.path.join(folder, "attention_decoder_v1_probabilities.npy")), atol=1e-6)
+
+
 def test_batched_decoding_matches_the_training_graph_and_beam_one_is_greedy(model):
     sys.path.insert(0, os.path.join(PROJECT, "benchmarks"))
     from tutorial_baselines import beam_per_word, greedy_per_word
@@ -155,10 +169,10 @@ def test_spatial_store_keeps_the_map_shape_in_half_precision(tmp_path):
 
 
 def test_spatial_features_attention_training_resume_evaluate_and_maps(attention_run, tmp_path):
-    from captioner import Captioner
+    from serving.captioner import Captioner
     from evaluate import evaluate
     from predict import predict
-    from history import read_history
+    from training.history import read_history
     from train import train
 
     tiny_dataset, run_dir = attention_run.data_dir, str(tmp_path / "run")
@@ -223,7 +237,7 @@ def test_decoder_and_features_must_match(trained_run, tmp_path):
 @needs_shared
 @pytest.mark.skipif(not os.path.exists(MOBILENET_NOTOP), reason="the shared MobileNetV2 weights are absent")
 def test_imagenet_spatial_features_are_float16_and_predict_computes_them(tmp_path):
-    from captioner import Captioner
+    from serving.captioner import Captioner
     from train import train
 
     run_dir = str(tmp_path / "run")

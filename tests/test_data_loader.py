@@ -4,7 +4,7 @@ import os
 import pytest
 
 from conftest import SHARED_FLICKR, TINY_SPLITS, needs_shared
-from caption_files import DatasetError, parse_captions_csv, parse_token_file
+from inputs.caption_files import DatasetError, parse_captions_csv, parse_token_file
 from data_loader import draw_split, load_dataset
 
 
@@ -197,7 +197,7 @@ def test_flickr30k_token_file_with_drawn_split(tmp_path):
 
 def test_preprocess_and_train_on_a_karpathy_coco_layout(tmp_path):
     from conftest import tiny_config
-    from feature_store import open_features
+    from inputs.feature_store import open_features
     from train import train
 
     root = write_coco_like(str(tmp_path / "coco"))

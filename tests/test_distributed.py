@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from captioner import Captioner
+from serving.captioner import Captioner
 from conftest import PROJECT, tiny_config
 from data_loader import caption_batches
-from history import read_history
+from training.history import read_history
 from train import train
 
 TRAIN = os.path.join(PROJECT, "train.py")
@@ -101,7 +101,7 @@ def test_two_workers_train_together_write_only_on_the_chief_and_match_one_worker
     captioner = Captioner(chief)
     images = [os.path.join(trained_run.data_dir, "Flicker8k_Dataset", name) for name in
               sorted(os.listdir(os.path.join(trained_run.data_dir, "Flicker8k_Dataset")))[:2]]
-    captions, _, errors = captioner.caption_files(images)
+    captions, _, errors, _ = captioner.caption_files(images)
     assert not errors and all(isinstance(caption, str) and caption for caption in captions.values())
 
     # Resuming needs the chief's state on every worker: a stale copy is refused by both, then works.

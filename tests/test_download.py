@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from data_loader import load_dataset
-from download import Archive, DownloadError, download_dataset
+from inputs.download import Archive, DownloadError, download_dataset
 
 
 def zip_bytes(files: dict) -> bytes:
@@ -135,7 +135,8 @@ def test_damaged_archive_and_missing_file_say_what_to_do(server, tmp_path):
 
 
 def test_preprocess_download_flag(server, tmp_path, monkeypatch):
-    import download
+    from inputs import download
+    from config import SAMPLE_DATA_DIR
     from conftest import tiny_config
     from preprocess import preprocess
 
@@ -144,5 +145,4 @@ def test_preprocess_download_flag(server, tmp_path, monkeypatch):
     metadata = preprocess(tiny_config(data_dir, str(tmp_path / "run"), download="flickr8k"))
     assert metadata["images"]["train"] == {"in_split": 6, "with_features": 6}
     with pytest.raises(ValueError, match="give --data_dir"):
-        preprocess(tiny_config(os.path.join(os.path.dirname(download.__file__), "data", "sample"),
-                               str(tmp_path / "run2"), download="flickr8k"))
+        preprocess(tiny_config(SAMPLE_DATA_DIR, str(tmp_path / "run2"), download="flickr8k"))

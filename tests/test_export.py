@@ -55,9 +55,10 @@ print(json.dumps(answer))
 
 
 def export_cli(config, **flags):
+    """export.py's export() with the command line's defaults (--guide auto) and these flags."""
     import export
 
-    return export.export(dataclasses.replace(config, **flags))
+    return export.export(dataclasses.replace(config, **{"guide": "auto", **flags}))
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +85,8 @@ def photos(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(tiny_package, attention_run, photos, tmp_path_factory):
     """Every export the tests read, then one fresh serving process over all of them."""
-    from captioner import Captioner
-    from encoders import load_image
+    from serving.captioner import Captioner
+    from inputs.images import load_image
 
     folder = tmp_path_factory.mktemp("exported")
     package = tiny_config("", tiny_package)
@@ -142,7 +143,7 @@ def test_exported_features_equal_predicts_for_files_that_need_resizing(exported)
     originals = exported["request"]["feature_images"]  # 96 x 96 JPEGs: both sides resize them to 224
     _, expected, _ = exported["package"].image_features(originals)
     got = np.load(exported["request"]["saved_models"]["greedy"] + "_features.npy")
-    from captioner import cosine_similarities
+    from serving.captioner import cosine_similarities
 
     assert got.shape == expected.shape
     assert cosine_similarities(got, expected).min() > 0.9999
@@ -169,8 +170,8 @@ def test_in_graph_decoding_gives_load_images_pixels(orientation, tmp_path):
     """Every EXIF orientation, transparency, grayscale, palette and resizing, against Pillow's path."""
     import tensorflow as tf
 
-    from encoders import load_image
-    from graph_images import image_pixels
+    from inputs.images import load_image
+    from serving.graph_images import image_pixels
 
     rng = np.random.default_rng(orientation)
     photo = Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)).resize((300, 200))

@@ -1,4 +1,4 @@
-"""Encoder fine-tuning (finetune.py): which weights change, what the run folder holds after it, resume, and
+"""Encoder fine-tuning (training/finetune.py): which weights change, what the run folder holds after it, resume, and
 bad input. Tiny runs with an untrained MobileNetV2 (--weights none)."""
 from __future__ import annotations
 
@@ -10,62 +10,27 @@ import shutil
 import numpy as np
 import pytest
 
-
-def fine_tune_copy(base, tmp_path, name="run", **overrides):
-    """A copy of a trained tiny run, and the configuration that fine-tunes it."""
-    run_dir = str(tmp_path / name)
-    shutil.copytree(base.run_dir, run_dir)
-    values = dict(run_dir=run_dir, fine_tune_encoder=True, fine_tune_layers=3, fine_tune_epochs=1,
-                  fine_tune_batch_size=4, fine_tune_learning_rate=1e-3, encoder_learning_rate=1e-2)
-    values.update(overrides)
-    return dataclasses.replace(base, **values)
+from conftest import fine_tune_copy
 
 
 def frozen_encoder(config):
-    from encoders import build_encoder
+    from inputs.encoders import build_encoder
 
     return build_encoder(config.encoder, "none", config.encoder_seed, config.features)
 
 
 def cnn_weights(encoder_model):
-    from finetune import cnn_layers
+    from training.encoder_tuning import cnn_layers
 
     return {(layer.name, weight.path): np.asarray(weight) for layer in cnn_layers(encoder_model)
             for weight in layer.weights}
 
 
-@pytest.fixture(scope="module")
-def fine_tuned_run(trained_run, tmp_path_factory):
-    """The tiny run fine-tuned for one epoch, left as an interruption before the features were written
-    leaves it, then resumed for a second epoch. Returns (config, what was seen in between)."""
-    import keras
-
-    from feature_store import open_features
-    from train import LAST_ENCODER, train
-
-    config = fine_tune_copy(trained_run, tmp_path_factory.mktemp("fine_tuned"))
-    train(config)
-    seen = {"steps_per_epoch": int(keras.models.load_model(os.path.join(config.run_dir, LAST_ENCODER))
-                                   .optimizer.iterations.numpy())}
-    metadata_path = os.path.join(config.run_dir, "metadata.json")
-    with open(metadata_path, encoding="utf-8") as handle:
-        metadata = json.load(handle)
-    metadata["fine_tuned_encoder"]["features_written"] = False
-    with open(metadata_path, "w", encoding="utf-8") as handle:
-        json.dump(metadata, handle)
-    try:
-        open_features(config.run_dir, metadata)
-    except ValueError as error:
-        seen["unfinished"] = str(error)
-    seen["state"] = train(dataclasses.replace(config, resume=True, fine_tune_epochs=2))
-    return config, seen
-
-
 def test_only_the_chosen_layers_change_and_batch_norm_statistics_stay(fine_tuned_run):
     import keras
 
-    from finetune import make_top_trainable
-    from train import LAST_ENCODER
+    from training.encoder_tuning import make_top_trainable
+    from inputs.run_folder import LAST_ENCODER
 
     config, _ = fine_tuned_run
     before = frozen_encoder(config)
@@ -85,8 +50,8 @@ def test_only_the_chosen_layers_change_and_batch_norm_statistics_stay(fine_tuned
 def test_fine_tuning_resumes_with_its_optimizer_state(fine_tuned_run):
     import keras
 
-    from history import read_history
-    from train import HISTORY, LAST_ENCODER
+    from training.history import read_history
+    from inputs.run_folder import HISTORY, LAST_ENCODER
 
     config, seen = fine_tuned_run
     assert seen["steps_per_epoch"] == 3  # 10 training images, 4 per batch
@@ -97,13 +62,15 @@ def test_fine_tuning_resumes_with_its_optimizer_state(fine_tuned_run):
     rows = read_history(os.path.join(config.run_dir, HISTORY))
     assert [row["objective"] for row in rows] == ["xe", "xe", "fine_tune", "fine_tune"]
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    # Fine-tuning rewrote the cross-entropy rows before its own: every epoch is still a whole number.
+    with open(os.path.join(config.run_dir, HISTORY), encoding="utf-8") as handle:
+        assert [line.split(",")[0] for line in handle.read().splitlines()] == ["epoch", "1", "2", "3", "4"]
 
 
 def test_a_fine_tuned_run_owns_its_encoder_captions_and_keeps_the_frozen_run(fine_tuned_run, trained_run, capsys):
-    from captioner import Captioner
-    from feature_store import open_features
-    from finetune import FROZEN_DIR
-    from train import ENCODER_MODEL
+    from serving.captioner import Captioner
+    from inputs.feature_store import open_features
+    from inputs.run_folder import ENCODER_MODEL, FROZEN_DIR
 
     config, _ = fine_tuned_run
     captioner = Captioner(config.run_dir)
@@ -126,7 +93,7 @@ def test_a_fine_tuned_run_owns_its_encoder_captions_and_keeps_the_frozen_run(fin
     np.testing.assert_allclose(frozen.image_features([os.path.join(image_dir, names[0])])[1][0], frozen_stored,
                                rtol=1e-4, atol=1e-6 * np.abs(frozen_stored).max())
     assert np.linalg.norm(frozen_stored - stored[0]) > 0.5 * np.linalg.norm(stored[0])
-    captions, _, errors = captioner.caption_files([os.path.join(image_dir, name) for name in names])
+    captions, _, errors, _ = captioner.caption_files([os.path.join(image_dir, name) for name in names])
     assert not errors and all(isinstance(caption, str) for caption in captions.values())
 
     assert Captioner(config.run_dir, weights="imagenet").weights == "none"  # the run's own encoder, not these
@@ -141,9 +108,10 @@ def test_an_export_of_a_fine_tuned_run_encodes_with_its_encoder(fine_tuned_run):
     import tensorflow as tf
 
     import export
-    from captioner import Captioner, cosine_similarities
-    from finetune import FROZEN_DIR, cnn_layers
-    from graph_images import batch_pixels
+    from serving.captioner import Captioner, cosine_similarities
+    from inputs.run_folder import FROZEN_DIR
+    from training.encoder_tuning import cnn_layers
+    from serving.graph_images import batch_pixels
 
     config, _ = fine_tuned_run
     captioner = Captioner(config.run_dir)
@@ -162,13 +130,17 @@ def test_an_export_of_a_fine_tuned_run_encodes_with_its_encoder(fine_tuned_run):
 
 
 def test_a_package_of_a_fine_tuned_run_carries_its_encoder(fine_tuned_run, tmp_path):
-    from captioner import Captioner
+    from serving.captioner import Captioner
     from package import package
 
     config, _ = fine_tuned_run
     folder = str(tmp_path / "package")
     metadata = package(dataclasses.replace(config, package_dir=folder, reference_images=None))
     assert metadata["fine_tuned_encoder"]["file"] == "encoder.keras"
+    # The model packaged is the fine-tuning phase's: its state, not the cross-entropy one before it.
+    with open(os.path.join(config.run_dir, "training_state_fine_tune.json"), encoding="utf-8") as handle:
+        assert metadata["source_run"]["training_state"] == json.load(handle)
+    assert metadata["source_run"]["training_phase"] == "fine_tune"
     import keras
 
     assert getattr(keras.models.load_model(os.path.join(folder, "encoder.keras")), "optimizer", None) is None
@@ -176,15 +148,16 @@ def test_a_package_of_a_fine_tuned_run_carries_its_encoder(fine_tuned_run, tmp_p
     assert packaged.encoder_agreement() > 0.9999  # the package's own encoder gives the stored reference features
     image_dir = run.metadata["image_dir"]
     paths = [os.path.join(image_dir, name) for name in sorted(os.listdir(image_dir))[:3]]
-    captions, features, errors = packaged.caption_files(paths)
+    captions, features, errors, _ = packaged.caption_files(paths)
     assert not errors and len(captions) == 3
     np.testing.assert_array_equal(np.stack(list(features.values())), run.image_features(paths)[1])
 
 
 def test_fine_tuning_the_attention_decoder_then_self_critical_training(attention_run, tmp_path):
-    from captioner import Captioner
-    from history import read_history
-    from train import HISTORY, XE_MODEL, train
+    from serving.captioner import Captioner
+    from training.history import read_history
+    from inputs.run_folder import HISTORY, XE_MODEL
+    from train import train
 
     config = fine_tune_copy(attention_run, tmp_path, fine_tune_batch_size=10)
     train(config)
@@ -192,7 +165,7 @@ def test_fine_tuning_the_attention_decoder_then_self_critical_training(attention
     assert captioner.has_attention and captioner.fine_tuned
     image_dir = captioner.metadata["image_dir"]
     name = sorted(os.listdir(image_dir))[0]
-    captions, features, errors = captioner.caption_files([os.path.join(image_dir, name)])
+    captions, features, errors, _ = captioner.caption_files([os.path.join(image_dir, name)])
     assert not errors and next(iter(features.values())).shape == (49, 1280)
     # Self-critical training after fine-tuning starts from the fine-tuned model, on the new features.
     state = train(dataclasses.replace(config, fine_tune_encoder=False, objective="scst", scst_epochs=1,
@@ -209,8 +182,8 @@ def test_fine_tuning_the_attention_decoder_then_self_critical_training(attention
 
 def test_after_self_critical_training_with_unreadable_images(trained_run, tmp_path, capsys):
     """Self-critical files move to the frozen run; a missing and a damaged training image are counted."""
-    from finetune import FROZEN_DIR
-    from train import SCST_STATE, XE_MODEL, train
+    from inputs.run_folder import FROZEN_DIR, SCST_STATE, XE_MODEL
+    from train import train
 
     image_dir = str(tmp_path / "images")
     with open(os.path.join(trained_run.run_dir, "metadata.json"), encoding="utf-8") as handle:
@@ -259,7 +232,7 @@ def test_bad_input_is_one_line(trained_run, tmp_path):
 
 def test_the_web_page_captions_with_a_fine_tuned_runs_encoder(fine_tuned_run, tmp_path, monkeypatch):
     pytest.importorskip("streamlit.testing.v1")
-    from captioner import Captioner
+    from serving.captioner import Captioner
     from test_app import open_app
 
     config, _ = fine_tuned_run
@@ -277,83 +250,3 @@ def test_the_web_page_captions_with_a_fine_tuned_runs_encoder(fine_tuned_run, tm
     assert not app.exception and not app.error
     expected = captioner.caption_features(captioner.image_features([path])[1], beam_size=1)[0]
     assert f"**{expected}**" in [markdown.value for markdown in app.markdown]
-
-
-def test_decoders_trained_on_one_fine_tuned_runs_features_form_an_ensemble(fine_tuned_run, trained_run, tmp_path):
-    """train.py --features_from: another decoder (another seed) on a fine-tuned run's features, which then
-    captions together with that run; a run with another fine-tuned encoder is refused."""
-    import filecmp
-
-    from captioner import Captioner
-    from conftest import run_main
-    from train import ENCODER_MODEL, check_later_phase_features, train
-
-    config, _ = fine_tuned_run
-    member = str(tmp_path / "member")
-    sizes = ("--embedding_dim", str(config.embedding_dim), "--units", str(config.units))
-    result = run_main("train.py", "--data_dir", config.data_dir, "--run_dir", member, "--features_from",
-                      config.run_dir, "--seed", "5", "--epochs", "1", *sizes)
-    assert result.returncode == 0, result.stderr
-    assert "copied the fine-tuned encoder, its features, vocabulary and captions" in result.stdout
-    # The encoder it trains on is the fine-tuned file, not the weights that fine-tuning started from.
-    assert "(global features), fine-tuned from none (UNTRAINED" in result.stdout and "(encoder.keras)" in result.stdout
-    source = Captioner(config.run_dir)
-    store = source.metadata["feature_store"]["name"]
-    for name in (ENCODER_MODEL, "vocabulary.json", "captions.json", store + ".bin", store + ".index"):
-        assert filecmp.cmp(os.path.join(config.run_dir, name), os.path.join(member, name), shallow=False)
-    alone = Captioner(member)
-    assert alone.metadata["features_from"] == os.path.abspath(config.run_dir)
-    # A decoder of its own, trained from its own initialisation, not a copy of the source's.
-    assert any(not np.array_equal(mine, theirs)
-               for mine, theirs in zip(alone.model.get_weights(), source.model.get_weights()))
-    image_dir = alone.metadata["image_dir"]
-    paths = [os.path.join(image_dir, name) for name in sorted(os.listdir(image_dir))[:4]]
-    captions, _, errors = Captioner([config.run_dir, member]).caption_files(paths)
-    assert not errors and len(captions) == 4 and all(isinstance(caption, str) for caption in captions.values())
-    # The same command again (an interrupted run resumed) finds the copy made and goes on training.
-    again = run_main("train.py", "--data_dir", config.data_dir, "--run_dir", member, "--features_from",
-                     config.run_dir, "--resume", "--epochs", "1", *sizes)
-    assert again.returncode == 0 and "already trained for 1 epochs" in again.stdout, again.stderr
-    # So does that command with --objective scst added: --features_from names the run the copy came from.
-    check_later_phase_features(dataclasses.replace(config, run_dir=member, features_from=config.run_dir,
-                                                   objective="scst"))
-
-    # The same frozen run fine-tuned again with another seed: another encoder, so no ensemble.
-    other = fine_tune_copy(trained_run, tmp_path, "other", seed=11)
-    train(other)
-    with pytest.raises(ValueError, match="has fine-tuned encoder.keras sha256 .*, .* has fine-tuned encoder.keras "
-                                         "sha256 .*share one encoder"):
-        Captioner([member, other.run_dir])
-
-
-def test_features_from_refuses_what_it_cannot_start_from(fine_tuned_run, trained_run, tmp_path):
-    from conftest import run_main
-
-    config, _ = fine_tuned_run
-    new = str(tmp_path / "new")
-
-    def refused(*arguments: str) -> str:
-        result = run_main("preprocess.py", *arguments)
-        assert result.returncode == 2 and result.stdout == "" and len(result.stderr.splitlines()) == 1, result
-        return result.stderr
-
-    assert "no metadata.json" in refused("--features_from", str(tmp_path / "nothing"), "--run_dir", new)
-    assert "is the run folder itself" in refused("--features_from", config.run_dir, "--run_dir", config.run_dir)
-    assert "already has its own features" in refused("--features_from", config.run_dir, "--run_dir",
-                                                     trained_run.run_dir)
-    unfinished = str(tmp_path / "unfinished")
-    shutil.copytree(config.run_dir, unfinished)
-    metadata_path = os.path.join(unfinished, "metadata.json")
-    with open(metadata_path, encoding="utf-8") as handle:
-        metadata = json.load(handle)
-    metadata["fine_tuned_encoder"]["features_written"] = False
-    with open(metadata_path, "w", encoding="utf-8") as handle:
-        json.dump(metadata, handle)
-    assert "--fine_tune_encoder --resume" in refused("--features_from", unfinished, "--run_dir", new)
-    assert "leave out --shard and --download" in refused("--features_from", config.run_dir, "--run_dir", new,
-                                                         "--shard", "0/2")
-    assert not os.path.exists(new)  # nothing started
-    # A run with a frozen encoder gives its features alone: the copy has no encoder file.
-    frozen_copy = run_main("preprocess.py", "--features_from", trained_run.run_dir, "--run_dir", new)
-    assert frozen_copy.returncode == 0 and "copied the features, vocabulary" in frozen_copy.stdout
-    assert not os.path.exists(os.path.join(new, "encoder.keras"))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoders import ImageError, load_image
-from feature_store import FeatureStore
+from inputs.images import ImageError, load_image
+from inputs.feature_store import FeatureStore
 
 
 def make_images(folder) -> dict:
@@ -97,7 +97,7 @@ def test_store_made_by_another_encoder_is_replaced(tmp_path):
 
 
 def test_feature_rows_read_on_demand_index_like_numpy(tmp_path):
-    from feature_store import open_features
+    from inputs.feature_store import open_features
 
     maps = np.random.default_rng(0).standard_normal((20, 3, 2)).astype(np.float16)
     store = FeatureStore(str(tmp_path), "f", (3, 2), "float16", identity={"encoder": "x"})
@@ -115,7 +115,7 @@ def test_feature_rows_read_on_demand_index_like_numpy(tmp_path):
 
 @pytest.mark.parametrize("encoder", ["vgg16", "xception", "inception_v3", "mobilenet_v2"])
 def test_spatial_encoders_give_the_map_shape_in_the_table(encoder):
-    from encoders import ENCODERS, build_encoder, encode_pixels
+    from inputs.encoders import ENCODERS, build_encoder, encode_pixels
 
     spec = ENCODERS[encoder]
     model = build_encoder(encoder, "none", seed=1, features="spatial")
@@ -127,7 +127,7 @@ def test_a_photo_with_an_exif_orientation_is_read_upright(tmp_path):
     """A phone's portrait photo: sideways pixels and EXIF orientation 6 (turn 90 degrees clockwise)."""
     from PIL import Image
 
-    import encoders
+    from inputs import encoders, images
 
     rng = np.random.default_rng(0)
     upright = Image.fromarray(rng.integers(0, 255, (64, 48, 3), dtype=np.uint8))  # 48 wide, 64 tall
@@ -141,8 +141,8 @@ def test_a_photo_with_an_exif_orientation_is_read_upright(tmp_path):
         stored_pixels = np.asarray(stored.convert("RGB"))
     upright_path = str(tmp_path / "upright.png")
     Image.fromarray(np.rot90(stored_pixels, k=-1).copy()).save(upright_path)
-    pixels, note = encoders.load_image(rotated_path, 224)
-    expected, _ = encoders.load_image(upright_path, 224)
+    pixels, note = images.load_image(rotated_path, 224)
+    expected, _ = images.load_image(upright_path, 224)
     np.testing.assert_array_equal(pixels, expected)
     assert "turned upright (EXIF orientation 6)" in note
     model = encoders.build_encoder("mobilenet_v2", "none")

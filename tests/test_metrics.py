@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-import metrics
-from metrics import bleu_scores, coco_scores
+from scoring import metrics
+from scoring.metrics import bleu_scores, coco_scores
 
 REFERENCES = ["a dog runs on the grass", "a dog is running"]
 

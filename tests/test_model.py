@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT, tiny_config
-from decoding import CaptionDecoder
+from decoders.decoding import CaptionDecoder
 from model import build_merge_model
-from vocabulary import END_ID, PAD_ID, START_ID, UNK_ID
+from inputs.vocabulary import END_ID, PAD_ID, START_ID, UNK_ID
 
 VOCABULARY, FEATURES = 30, 12
 

@@ -25,7 +25,7 @@ def reference_image(package_dir: str) -> str:
 def test_package_stores_float16_weights_and_loads_them_as_float32(tiny_package, trained_run):
     import keras
 
-    from captioner import Captioner
+    from serving.captioner import Captioner
 
     metadata = json.load(open(os.path.join(tiny_package, "metadata.json"), encoding="utf-8"))
     stored = keras.models.load_model(os.path.join(tiny_package, "model.keras"), compile=False)
@@ -40,14 +40,43 @@ def test_package_stores_float16_weights_and_loads_them_as_float32(tiny_package, 
     assert [phase["file"] for phase in metadata["source_run"]["settings"]] == \
         ["config_preprocess.json", "config_train.json"]
     command = metadata["source_run"]["settings"][1]["command"]  # the flags that differ from the defaults
-    assert command.startswith(f"python train.py --data_dir {trained_run.data_dir} --run_dir {trained_run.run_dir} "
-                              f"--encoder mobilenet_v2 --weights none") and "--epochs 2 " in command + " "
+    # Folders outside the project are named, not located: a package never records the build machine's paths.
+    assert command.startswith("python train.py --data_dir tiny --run_dir run --encoder mobilenet_v2 --weights none")
+    assert "--epochs 2 " in command + " "
+    assert metadata["source_run"]["training_phase"] == "xe"
+    assert metadata["source_run"]["training_state"]["epochs_done"] == 2
+
+
+def absolute_paths(value) -> list:
+    """Every string in a JSON value that is, or holds, an absolute path."""
+    if isinstance(value, dict):
+        return [path for item in value.values() for path in absolute_paths(item)]
+    if isinstance(value, list):
+        return [path for item in value for path in absolute_paths(item)]
+    return [value] if isinstance(value, str) and any(os.path.isabs(part) for part in value.split()) else []
+
+
+def test_a_package_records_no_path_of_the_machine_it_was_built_on(tiny_package):
+    metadata = json.load(open(os.path.join(tiny_package, "metadata.json"), encoding="utf-8"))
+    assert absolute_paths(metadata) == []
+    assert absolute_paths({"command": "python x.py --data_dir /home/me/data"})  # the check can fail
+
+
+def test_the_shipped_package_records_its_weights_by_name_and_digest_only():
+    from config import PRETRAINED_DIR
+
+    metadata = json.load(open(os.path.join(PRETRAINED_DIR, "metadata.json"), encoding="utf-8"))
+    assert absolute_paths(metadata) == []
+    check = metadata["encoder_check"]
+    assert check["trained_with"] == "mobilenet_v2_1.0_224_from_coral_ptq_notop.weights.h5"
+    assert len(check["trained_with_sha256"]) == 64
+    assert metadata["feature_store"]["identity"]["weights"] == check["trained_with"]
 
 
 def test_encoder_check_passes_with_the_training_encoder_and_warns_with_another(tiny_package, tmp_path, capsys):
     import keras
 
-    from captioner import ENCODER_CHECK_THRESHOLD, Captioner, check_encoder
+    from serving.captioner import ENCODER_CHECK_THRESHOLD, Captioner, check_encoder
 
     same = Captioner(tiny_package)
     assert same.encoder_agreement() == pytest.approx(1.0, abs=1e-5)
@@ -67,9 +96,9 @@ def test_encoder_check_passes_with_the_training_encoder_and_warns_with_another(t
 
 
 def test_predict_without_run_dir_uses_the_pretrained_package(tiny_package, trained_run, monkeypatch, capsys):
-    import captioner as captioner_module
+    from serving import captioner as captioner_module
     import predict as predict_script
-    from captioner import Captioner
+    from serving.captioner import Captioner
     from config import SAMPLE_DATA_DIR
 
     monkeypatch.setattr(captioner_module, "PRETRAINED_DIR", tiny_package)
@@ -128,8 +157,8 @@ def test_a_damaged_package_is_one_clear_line(tiny_package, tmp_path, damage):
 def test_offline_without_weights_stops_with_one_line_naming_weights_path(tiny_package, tmp_path, monkeypatch):
     import keras
 
-    import encoders
-    from captioner import Captioner
+    from inputs import encoders
+    from serving.captioner import Captioner
 
     folder = str(tmp_path / "imagenet_package")
     shutil.copytree(tiny_package, folder)
@@ -150,7 +179,7 @@ def test_offline_without_weights_stops_with_one_line_naming_weights_path(tiny_pa
 @needs_shared
 @has_shared_weights
 def test_the_shipped_pretrained_captioner_captions_its_reference_images(capsys):
-    from captioner import Captioner, check_encoder
+    from serving.captioner import Captioner, check_encoder
 
     metadata = json.load(open(os.path.join(PRETRAINED, "metadata.json"), encoding="utf-8"))
     assert os.path.getsize(os.path.join(PRETRAINED, "model.keras")) < 10e6

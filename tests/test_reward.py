@@ -8,8 +8,8 @@ import pytest
 from pycocoevalcap.cider.cider import Cider
 
 from conftest import SHARED_FLICKR, needs_shared
-from reward import CiderD
-from vocabulary import END_ID, PAD_ID, Vocabulary
+from training.reward import CiderD
+from inputs.vocabulary import END_ID, PAD_ID, Vocabulary
 
 WORDS = "a the dog dogs cat man woman runs sits on in with grass snow red blue ball water".split()
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_main, tiny_config
 from test_pipeline import read_json
-from history import read_history
+from training.history import read_history
 from train import train
 
 
@@ -27,7 +27,7 @@ def model_weights(path):
 
 
 def test_advantages_against_the_mean_of_the_other_samples_and_against_greedy():
-    from scst import advantages_of
+    from training.scst import advantages_of
 
     rewards = np.array([1.0, 2.0, 3.0, 0.0, 0.0, 3.0])
     np.testing.assert_allclose(advantages_of(rewards, 3, "mean"), [1 - 2.5, 2 - 2, 3 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0])
@@ -38,12 +38,12 @@ def test_a_positive_advantage_makes_the_sample_more_likely(trained_run):
     import keras
     import tensorflow as tf
 
-    from decoding import CaptionDecoder
-    from feature_store import open_features
+    from decoders.decoding import CaptionDecoder
+    from inputs.feature_store import open_features
     from model import compile_model
-    from scst import PolicyStep
-    from train import load_run
-    from vocabulary import START_ID
+    from training.scst import PolicyStep
+    from inputs.run_folder import load_run
+    from inputs.vocabulary import START_ID
 
     metadata, _, _ = load_run(trained_run.run_dir)
     features, _ = open_features(trained_run.run_dir, metadata)
@@ -169,7 +169,7 @@ def test_tensorboard_logs_hold_the_dev_metrics_of_both_phases(trained_run, tmp_p
 
 
 def test_a_history_written_before_the_objective_column_is_rewritten_with_it(tmp_path):
-    from history import HISTORY_COLUMNS, append_history
+    from training.history import HISTORY_COLUMNS, append_history
 
     path = str(tmp_path / "history.csv")
     with open(path, "w", encoding="utf-8") as handle:

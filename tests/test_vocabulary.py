@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from vocabulary import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK_ID, Vocabulary, clean_caption
+from inputs.vocabulary import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK_ID, Vocabulary, clean_caption
 
 
 def test_cleaning_lowercases_drops_punctuation_and_digit_tokens():

@@ -22,11 +22,12 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from captioner import Captioner, cosine_similarities  # noqa: E402
-from encoders import build_encoder, encode_pixels, load_batches  # noqa: E402
-from feature_store import open_features  # noqa: E402
-from metrics import coco_scores  # noqa: E402
-from train import load_run  # noqa: E402
+from serving.captioner import Captioner, cosine_similarities  # noqa: E402
+from inputs.encoders import build_encoder, encode_pixels  # noqa: E402
+from inputs.images import load_batches  # noqa: E402
+from inputs.feature_store import open_features  # noqa: E402
+from scoring.metrics import coco_scores  # noqa: E402
+from inputs.run_folder import load_run  # noqa: E402
 
 
 def round_weights(encoder, bits: int, share: float = 1.0) -> None:

@@ -16,7 +16,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from encoders import build_encoder  # noqa: E402
+from inputs.encoders import build_encoder  # noqa: E402
 
 encoder = build_encoder("mobilenet_v2", "none")
 pixels = np.random.default_rng(0).uniform(0, 255, (32, 224, 224, 3)).astype(np.float32)

@@ -13,10 +13,10 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 import numpy as np  # noqa: E402
 
-from captioner import Captioner  # noqa: E402
-from feature_store import open_features  # noqa: E402
-from train import load_run  # noqa: E402
-from vocabulary import UNK_ID  # noqa: E402
+from serving.captioner import Captioner  # noqa: E402
+from inputs.feature_store import open_features  # noqa: E402
+from inputs.run_folder import load_run  # noqa: E402
+from inputs.vocabulary import UNK_ID  # noqa: E402
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ import os
 import posixpath
 from typing import Dict, List, Optional
 
+from inputs.json_files import read_json
+
 SPLITS = ("train", "dev", "test")
 # Karpathy's "restval" (COCO val2014 images outside his val and test) is training data by convention.
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "dev", "test": "test"}
@@ -155,13 +157,7 @@ def parse_karpathy_json(path: str) -> tuple[Dict[str, List[str]], Dict[str, List
     An image's name is `filepath/filename` when the entry has a `filepath` (COCO: `val2014/...jpg`),
     else its `filename`; a sentence's text is its `raw` string, or its `tokens` joined by spaces.
     """
-    try:
-        with open(path, encoding=TEXT_ENCODING) as handle:
-            content = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
-    except UnicodeDecodeError as error:
-        raise DatasetError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    content = read_json(path, hint="", error=DatasetError)
     images = content.get("images") if isinstance(content, dict) else None
     if not isinstance(images, list) or not images:
         raise DatasetError(f"{path}: expected a Karpathy split file, an object with a non-empty 'images' list")

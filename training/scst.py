@@ -1,10 +1,10 @@
-"""Stage 2b: self-critical sequence training (Rennie et al. 2017) of a run trained with cross-entropy.
+"""Self-critical sequence training (Rennie et al. 2017) of a run trained with cross-entropy.
 
     python train.py --run_dir runs/flickr8k                      # cross-entropy first
     python train.py --run_dir runs/flickr8k --objective scst     # then this phase
 
 For each batch of training images the model samples `--scst_samples` captions per image from its own
-word distribution (decoding.py, the same compiled steps as greedy and beam search), each sample is
+word distribution (decoders/decoding.py, the same compiled steps as greedy and beam search), each sample is
 rewarded with its CIDEr-D against the image's training references (reward.py), and the model takes a
 REINFORCE step: raise the log-probability of samples that beat the baseline, lower the others. The
 baseline is the mean reward of the image's other samples (Luo 2020) or the reward of its greedy
@@ -20,21 +20,25 @@ import dataclasses
 import os
 import shutil
 import sys
-import time
+from typing import Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
-from config import Config, read_json, save_config
-from decoding import CaptionDecoder, bad_ending_ids
-from feature_store import open_features
-from history import read_history, write_history
+from config import Config
+from decoders.decoding import CaptionDecoder, bad_ending_ids
+from inputs.feature_store import open_features
+from inputs.json_files import read_json
+from inputs.run_folder import BEST_MODEL, CURVES, HISTORY, LAST_SCST_MODEL, SCST_STATE, XE_MODEL, load_run, \
+    read_state, save_config
+from inputs.vocabulary import START_ID
 from model import build_training_model, compile_model
-from reward import CiderD
-from train import (BEST_MODEL, CURVES, FINE_TUNE_STATE, HISTORY, LAST_SCST_MODEL, SCST_STATE, STATE, XE_MODEL,
-                   DevScorer, EpochBookkeeping, load_run, patience_exhausted)
-from vocabulary import START_ID
+from training.bookkeeping import DevScorer, EpochBookkeeping, finished_before, resumable_state, score_starting_model
+from training.history import read_history, write_history
+from training.reward import CiderD
+from training.schedule import CosineSchedule
 
 
 def check_scst_config(config: Config) -> None:
@@ -97,31 +101,71 @@ def advantages_of(rewards: np.ndarray, samples_per_image: int, baseline: str, gr
     return (grouped - others).reshape(-1)
 
 
+def scst_batches(images: int, config: Config, rng: np.random.Generator) -> list:
+    """One epoch's batches of image indices, in a random order."""
+    return np.array_split(rng.permutation(images), max(1, images // config.scst_batch_size))
+
+
 def scst_epoch(sampler: CaptionDecoder, policy_step: PolicyStep, reward: CiderD, features, rows: np.ndarray,
-               rng: np.random.Generator, config: Config, progress: bool = False) -> tuple[float, float]:
+               rng: np.random.Generator, config: Config, progress: bool = False,
+               schedule: Optional[CosineSchedule] = None) -> tuple[float, float]:
     """One pass over the images (`rows[i]`: image i's feature row; image i is reward's image i), in
-    random batches of `config.scst_batch_size`: (mean policy loss, mean sample reward)."""
-    losses, rewards, started = [], [], time.monotonic()
+    random batches of `config.scst_batch_size`: (mean policy loss, mean sample reward). `schedule` sets
+    the learning rate before each step."""
+    losses, rewards = [], []
     samples_per_image = config.scst_samples
-    for batch in np.array_split(rng.permutation(len(rows)), max(1, len(rows) // config.scst_batch_size)):
-        image_features = np.asarray(features[rows[batch]], np.float32)
-        samples = sampler.sample(image_features, samples_per_image)
-        sample_rewards = reward.score_tokens(samples, np.repeat(batch, samples_per_image))
-        greedy_rewards = None
-        if config.scst_baseline == "greedy":
-            greedy_rewards = reward.score_tokens(np.stack(sampler.greedy(image_features)), batch)
-        advantage = advantages_of(sample_rewards, samples_per_image, config.scst_baseline, greedy_rewards)
-        losses.append(policy_step(np.repeat(image_features, samples_per_image, axis=0), samples, advantage))
-        rewards.append(sample_rewards.mean())
-        if progress:
-            print(f"\r  {len(rewards)} batches, reward {np.mean(rewards):.4f}, {time.monotonic() - started:.0f} s",
-                  end="", flush=True)
-    if progress:
-        print()
+    batches = scst_batches(len(rows), config, rng)
+    with tqdm(batches, unit="batch", desc="self-critical", disable=not progress, leave=False) as shown:
+        for batch in shown:
+            if schedule is not None:
+                schedule.before_step()
+            image_features = np.asarray(features[rows[batch]], np.float32)
+            samples = sampler.sample(image_features, samples_per_image)
+            sample_rewards = reward.score_tokens(samples, np.repeat(batch, samples_per_image))
+            greedy_rewards = None
+            if config.scst_baseline == "greedy":
+                greedy_rewards = reward.score_tokens(np.stack(sampler.greedy(image_features)), batch)
+            advantage = advantages_of(sample_rewards, samples_per_image, config.scst_baseline, greedy_rewards)
+            losses.append(policy_step(np.repeat(image_features, samples_per_image, axis=0), samples, advantage))
+            rewards.append(sample_rewards.mean())
+            shown.set_postfix(reward=f"{np.mean(rewards):.4f}", refresh=False)
     return float(np.mean(losses)), float(np.mean(rewards))
 
 
+def epochs_before(run_dir: str, earlier_rows: list) -> tuple[int, int]:
+    """(epochs before this phase, as history.csv numbers them; the epoch of the model it starts from)."""
+    tuned = read_state(run_dir, "fine_tune")
+    if earlier_rows and tuned is not None:  # this phase follows encoder fine-tuning: counted after it
+        kept = tuned["epoch_offset"] + tuned["best_epoch"] if tuned.get("best_epoch") else tuned["kept_before"]
+        return int(max(row["epoch"] for row in earlier_rows)), kept
+    xe_state = read_state(run_dir, "xe") or {}
+    return xe_state.get("epochs_done", 0), xe_state.get("best_epoch", 0)
+
+
+def open_policy(config: Config, run_dir: str) -> tuple[keras.Model, dict, bool, list]:
+    """The model to train and the phase's state: the last checkpoint with --resume, else the cross-entropy
+    model (kept as model_xe.keras); and the history rows of the phases before this one."""
+    xe_path = os.path.join(run_dir, XE_MODEL)
+    if not os.path.exists(xe_path):
+        shutil.copyfile(os.path.join(run_dir, BEST_MODEL), xe_path)  # kept for comparison and restarts
+    history_path = os.path.join(run_dir, HISTORY)
+    earlier = ([row for row in read_history(history_path) if row["objective"] != "scst"]
+               if os.path.exists(history_path) else [])
+    state = resumable_state(run_dir, "scst", config.resume)
+    if state is not None:
+        print(f"resuming self-critical training after epoch {state['epochs_done']} "
+              f"(best dev_cider {state['best']:.4f} at epoch {state['best_epoch']})")
+        return keras.models.load_model(os.path.join(run_dir, LAST_SCST_MODEL)), state, True, earlier
+    model = keras.models.load_model(xe_path, compile=False)
+    compile_model(model, config.scst_learning_rate)
+    shutil.copyfile(xe_path, os.path.join(run_dir, BEST_MODEL))  # the best so far, until this phase beats it
+    if os.path.exists(history_path):  # a restarted phase: forget the rows of the one before
+        write_history(history_path, earlier)
+    return model, {"epochs_done": 0}, False, earlier
+
+
 def train_scst(config: Config) -> dict:
+    """Self-critical training of the run's cross-entropy model; the phase's final state."""
     check_scst_config(config)
     run_dir = config.resolved_run_dir()
     if not os.path.exists(os.path.join(run_dir, BEST_MODEL)):
@@ -133,43 +177,9 @@ def train_scst(config: Config) -> dict:
     if not names:
         raise ValueError(f"{run_dir}: no training image has features and captions; run preprocess.py again")
     length = metadata["max_caption_length"]
-    xe_path, state_path, last_path = (os.path.join(run_dir, name) for name in (XE_MODEL, SCST_STATE, LAST_SCST_MODEL))
-    xe_epochs, xe_kept = 0, 0  # cross-entropy epochs before this phase (history.csv's numbers), and the kept one
-    if os.path.exists(os.path.join(run_dir, STATE)):
-        xe_state = read_json(os.path.join(run_dir, STATE))
-        xe_epochs, xe_kept = xe_state["epochs_done"], xe_state.get("best_epoch", 0)
-    if not os.path.exists(xe_path):
-        shutil.copyfile(os.path.join(run_dir, BEST_MODEL), xe_path)  # kept for comparison and restarts
-    phase = dataclasses.replace(config, epochs=config.scst_epochs, patience=config.scst_patience)
     keras.utils.set_random_seed(config.seed)
-
-    resuming = config.resume and os.path.exists(state_path) and os.path.exists(last_path)
-    history_path = os.path.join(run_dir, HISTORY)
-    earlier = ([row for row in read_history(history_path) if row["objective"] != "scst"]
-               if os.path.exists(history_path) else [])
-    if resuming:
-        state = read_json(state_path)
-        model = keras.models.load_model(last_path)
-        print(f"resuming self-critical training after epoch {state['epochs_done']} "
-              f"(best dev_cider {state['best']:.4f} at epoch {state['best_epoch']})")
-    else:
-        if config.resume:
-            print("no self-critical training to resume in this run folder: starting it", file=sys.stderr)
-        model = keras.models.load_model(xe_path, compile=False)
-        compile_model(model, config.scst_learning_rate)
-        shutil.copyfile(xe_path, os.path.join(run_dir, BEST_MODEL))  # the best so far, until this phase beats it
-        state = {"epochs_done": 0}
-        if os.path.exists(history_path):  # a restarted phase: forget the rows of the one before
-            write_history(history_path, earlier)
-    fine_tune_state = os.path.join(run_dir, FINE_TUNE_STATE)
-    if earlier and os.path.exists(fine_tune_state):  # this phase follows encoder fine-tuning: counted after it
-        tuned = read_json(fine_tune_state)
-        xe_epochs = int(max(row["epoch"] for row in earlier))
-        xe_kept = tuned["epoch_offset"] + tuned["best_epoch"] if tuned.get("best_epoch") else tuned["kept_before"]
-    if patience_exhausted(state["epochs_done"], state.get("best_epoch", 0), config.scst_patience) \
-            or state["epochs_done"] >= config.scst_epochs:
-        print(f"self-critical training already finished ({state['epochs_done']} epochs, best at epoch "
-              f"{state.get('best_epoch', 0)}): nothing to do")
+    model, state, resuming, earlier = open_policy(config, run_dir)
+    if finished_before(state, config.scst_epochs, config.scst_patience, "scst"):
         return state
     save_config(config, run_dir, "train_scst")
 
@@ -177,28 +187,29 @@ def train_scst(config: Config) -> dict:
     sampler = CaptionDecoder(model, length, 0, banned)
     dev_scorer = DevScorer(model, features, image_rows, captions["dev"], vocabulary, length, config)
     if not resuming:
-        # The cross-entropy model's score is the one to beat: model.keras changes only when this phase does better.
-        start = dev_scorer()
-        state.update(best=start["dev_cider"], best_epoch=0, monitor="cider")
-        print(f"self-critical training from {XE_MODEL}: greedy dev CIDEr-D {start['dev_cider']:.4f}, "
-              f"BLEU-4 {start['dev_bleu4']:.4f}")
+        score_starting_model(state, dev_scorer, XE_MODEL)
     policy_step = PolicyStep(model, sampler.writable)
     reward = CiderD([captions["train"][name] for name in names], vocabulary.tokens, count_end=True)
     rows = np.array([image_rows[name] for name in names])
+    epoch_offset, kept_before = epochs_before(run_dir, earlier)
+    phase = dataclasses.replace(config, epochs=config.scst_epochs, patience=config.scst_patience)
     bookkeeping = EpochBookkeeping(run_dir, phase, "cider", state, dev_scorer, model, objective="scst",
-                                   epoch_offset=xe_epochs, kept_before=xe_kept)
+                                   epoch_offset=epoch_offset, kept_before=kept_before)
     bookkeeping.set_model(model)
     rng = np.random.default_rng(config.seed + state["epochs_done"])
+    schedule = None if config.lr_schedule == "plateau" else CosineSchedule(
+        model.optimizer, config.scst_learning_rate, len(scst_batches(len(rows), config, rng)) * config.scst_epochs)
     print(f"self-critical training on {len(names)} images, {config.scst_samples} samples each, baseline "
-          f"{config.scst_baseline}, learning rate {float(model.optimizer.learning_rate.numpy()):.2e}")
+          f"{config.scst_baseline}, learning rate {float(model.optimizer.learning_rate.numpy()):.2e}"
+          + (" (cosine schedule)" if schedule else ""))
     for epoch in range(state["epochs_done"], config.scst_epochs):
         bookkeeping.on_epoch_begin(epoch)
         loss, mean_reward = scst_epoch(sampler, policy_step, reward, features, rows, rng, config,
-                                       progress=sys.stdout.isatty())
+                                       progress=sys.stdout.isatty(), schedule=schedule)
         bookkeeping.on_epoch_end(epoch, {"scst_loss": loss, "reward": mean_reward})
         if model.stop_training:
             break
-    state = read_json(state_path)
+    state = read_json(os.path.join(run_dir, SCST_STATE))
     kept = (f"model saved as {os.path.join(run_dir, BEST_MODEL)}" if state["best_epoch"] else
             f"no epoch beat the cross-entropy model, which stays as {BEST_MODEL}")
     print(f"best greedy dev CIDEr-D {state['best']:.4f} at self-critical epoch {state['best_epoch']}; {kept}; "

@@ -3,8 +3,7 @@
 Each step runs the LSTM cell once for a whole batch of images (times beams or samples), carrying its
 state, inside one compiled tf.function: no `model.predict` per word per image, no re-reading of the
 prefix. The decoders differ only in how one step turns a word and the state into next-word
-probabilities (`MergeSteps`, `AttentionSteps`; `EnsembleSteps` averages several models' probabilities,
-arithmetically or geometrically, each model carrying its own state); the search around them is shared.
+probabilities (steps.py); the searches around them are shared.
 Rules shared by every search: <pad>, <start> and <unk> are never generated, <end> is not allowed as
 the first word (so no caption is empty), and a caption that never ends is cut at `max_length` words
 and kept. Optional rules: `banned_endings` (no <end> right after these word ids: "a man in a") and
@@ -18,8 +17,8 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from config import ENSEMBLE_MEANS
-from vocabulary import BAD_ENDINGS, END_ID, PAD_ID, START_ID, UNK_ID, Vocabulary
+from decoders.steps import EnsembleSteps, steps_of
+from inputs.vocabulary import BAD_ENDINGS, END_ID, PAD_ID, START_ID, UNK_ID, Vocabulary
 
 
 @dataclass
@@ -29,104 +28,9 @@ class Hypothesis:
     score: float  # log_probability, divided by length ** length_penalty
 
 
-class MergeSteps:
-    """One step of the merge decoder: the LSTM reads the word; the projected image joins its output."""
-
-    def __init__(self, model):
-        self.embedding = model.get_layer("word_embedding")
-        self.cell = model.get_layer("caption_lstm").cell
-        self.image_projection = model.get_layer("image_projection")
-        self.merged_projection = model.get_layer("merged_projection")
-        self.next_word = model.get_layer("next_word")
-
-    def start(self, image_features):
-        """(per-image constants, initial LSTM state) for a batch of images."""
-        zeros = tf.zeros([tf.shape(image_features)[0], self.cell.units])
-        return [self.image_projection(image_features)], [zeros, zeros]
-
-    def probabilities(self, tokens, state, constants):
-        output, state = self.cell(read_words(self.embedding, tokens), state)
-        return self.next_word(self.merged_projection(output + constants[0])), state
-
-
-class AttentionSteps:
-    """One step of the attention decoder: attend over the regions, read the word and the context."""
-
-    def __init__(self, model):
-        self.embedding = model.get_layer("word_embedding")
-        self.region_projection = model.get_layer("region_projection")
-        self.attention = model.get_layer("attention_lstm")
-        self.output_projection = model.get_layer("output_projection")
-        self.context_projection = model.get_layer("context_projection")
-        self.next_word = model.get_layer("next_word")
-
-    def start(self, image_features):
-        regions = self.region_projection(image_features)
-        keys, state = self.attention.start(regions)
-        return [regions, keys], state
-
-    def probabilities(self, tokens, state, constants):
-        word = read_words(self.embedding, tokens)
-        output, state, context, _ = self.attention.step(word, state, constants[0], constants[1])
-        hidden = tf.tanh(word + self.output_projection(output) + self.context_projection(context))
-        return self.next_word(hidden), state
-
-
-def read_words(embedding, tokens):
-    # The embedding table is read directly: the layer would attach a padding mask the cell cannot use.
-    return tf.gather(embedding.embeddings, tokens)
-
-
-class EnsembleSteps:
-    """Several decoders as one: each keeps its own constants and state; their probabilities are averaged.
-
-    `mean` "geometric" averages the log-probabilities and renormalises (a product: a word must suit
-    every member); "arithmetic" averages the probabilities (a mixture: a word one member likes keeps
-    part of its chance). On Flickr8k dev the geometric mean gave the better beam-search captions in
-    four of the five ensembles compared, cross-entropy and self-critical (docs/results.md).
-    """
-
-    def __init__(self, members: Sequence, mean: str):
-        if mean not in ENSEMBLE_MEANS:
-            raise ValueError(f"--ensemble_mean must be one of {', '.join(ENSEMBLE_MEANS)}, got {mean!r}")
-        self.members, self.mean = list(members), mean
-        self.sizes: List[tuple] = []  # (constants, state parts) of each member, fixed when tracing start()
-
-    def start(self, image_features):
-        constants, state, self.sizes = [], [], []
-        for member in self.members:
-            member_constants, member_state = member.start(image_features)
-            constants += member_constants
-            state += member_state
-            self.sizes.append((len(member_constants), len(member_state)))
-        return constants, state
-
-    def probabilities(self, tokens, state, constants):
-        total, new_state, c, s = 0.0, [], 0, 0
-        for member, (constant_count, state_count) in zip(self.members, self.sizes):
-            probabilities, member_state = member.probabilities(tokens, state[s:s + state_count],
-                                                               constants[c:c + constant_count])
-            # The floor keeps a word every member rounds to 0 at -69 instead of -inf, so no row is all -inf.
-            total += probabilities if self.mean == "arithmetic" else tf.math.log(tf.maximum(probabilities, 1e-30))
-            new_state += list(member_state)
-            c, s = c + constant_count, s + state_count
-        if self.mean == "arithmetic":
-            return total / len(self.members), new_state
-        return tf.nn.softmax(total / len(self.members), axis=-1), new_state
-
-
-def steps_of(model):
-    return AttentionSteps(model) if decoder_name(model) == "attention" else MergeSteps(model)
-
-
 def bad_ending_ids(vocabulary: Vocabulary) -> List[int]:
     """Ids of the words after which --block_bad_endings forbids <end>."""
     return [vocabulary.ids[word] for word in BAD_ENDINGS if word in vocabulary.ids]
-
-
-def decoder_name(model) -> str:
-    """"attention" or "merge": which decoder a trained model is."""
-    return "attention" if any(layer.name == "attention_lstm" for layer in model.layers) else "merge"
 
 
 class CaptionDecoder:
@@ -293,11 +197,18 @@ class CaptionDecoder:
                 results.append(sorted(hypotheses, key=lambda h: -h.score))
         return results
 
+    def best_token_ids(self, image_features: np.ndarray, beam_size: int = 1, length_penalty: float = 0.0,
+                       batch_size: int = 256) -> List[np.ndarray]:
+        """The token ids of each image's best caption (words, then <end> unless cut, then <pad> in greedy
+        rows): greedy for beam_size 1, else beam search."""
+        if beam_size == 1:
+            return self.greedy(image_features, batch_size)
+        best = [beams[0] for beams in self.beam_search(image_features, beam_size, length_penalty,
+                                                       max(1, batch_size // beam_size))]
+        return [np.asarray(h.token_ids, np.int32) for h in best]
+
     def captions(self, image_features: np.ndarray, vocabulary: Vocabulary, beam_size: int = 1,
                  length_penalty: float = 0.0, batch_size: int = 256) -> List[str]:
         """The best caption of each image: greedy for beam_size 1, else beam search."""
-        if beam_size == 1:
-            return [vocabulary.decode(ids) for ids in self.greedy(image_features, batch_size)]
-        best = [beams[0] for beams in self.beam_search(image_features, beam_size, length_penalty,
-                                                       max(1, batch_size // beam_size))]
-        return [vocabulary.decode(h.token_ids) for h in best]
+        return [vocabulary.decode(ids) for ids in self.best_token_ids(image_features, beam_size, length_penalty,
+                                                                      batch_size)]

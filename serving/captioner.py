@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-import attention  # noqa: F401  (registers the attention layer, so attention models load)
-from decoding import CaptionDecoder, bad_ending_ids, decoder_name
-from config import PROJECT_DIR, SAMPLE_DATA_DIR, read_json
-from encoders import (ENCODERS, ImageError, build_encoder, describe_fine_tuning, describe_weights, encode_pixels,
-                      load_batches, load_image, weights_note)
-from feature_store import feature_shape
-from vocabulary import Vocabulary
+from config import PRETRAINED_DIR, SAMPLE_DATA_DIR
+from decoders import attention  # noqa: F401  (registers the attention layer, so attention models load)
+from decoders.decoding import CaptionDecoder, bad_ending_ids
+from decoders.guided_search import GuidedSearch
+from decoders.steps import decoder_name
+from decoders.tags import Guidance
+from inputs.encoders import ENCODERS, build_encoder, describe_fine_tuning, describe_weights, encode_pixels, weights_note
+from inputs.feature_store import feature_shape
+from inputs.imagenet import GuidanceUnavailable
+from inputs.images import ImageError, load_batches, load_image
+from inputs.run_folder import (BEST_MODEL, ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES, METADATA, VOCABULARY,
+                               load_vocabulary, read_metadata)
+from inputs.vocabulary import Vocabulary
+from serving.guidance import guide, open_tagger
 
-PRETRAINED_DIR = os.path.join(PROJECT_DIR, "pretrained", "flickr8k_mobilenet_v2")
 # Mean cosine between the reference images' features now and when the decoder was trained. The
 # evidence behind 0.99 is in docs/pretrained.md (benchmarks/probes/encoder_mismatch.py).
 ENCODER_CHECK_THRESHOLD = 0.99
-ENCODER_CHECK_DIR = "encoder_check"
 
 
 def folder_size(path: str) -> int:
@@ -111,24 +116,21 @@ class Captioner:
     """One run, or several (an ensemble: the same encoder and vocabulary, word probabilities averaged)."""
 
     def __init__(self, run_dir, max_decode_length: int = 0, beam_size: int = 1, length_penalty: float = 0.0,
-                 no_repeat_ngram_size: int = 0, block_bad_endings: bool = False, model_file: str = "model.keras",
+                 no_repeat_ngram_size: int = 0, block_bad_endings: bool = False, model_file: str = BEST_MODEL,
                  weights: str = "", ensemble_mean: str = "geometric"):
         """`weights`: the encoder's weights when they are not the ones the run recorded ('imagenet' or a
         local file; the encoder check, where the run has one, says whether they match)."""
         self.run_dirs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
         metadata, vocabularies = [], []
         for folder in self.run_dirs:
-            metadata_path, model_path = os.path.join(folder, "metadata.json"), os.path.join(folder, model_file)
-            for path, hint in ((metadata_path, "preprocess.py"), (model_path, "train.py")):
-                if not os.path.exists(path):
-                    raise ValueError(f"{folder}: no {os.path.basename(path)}; run {hint} (with the same --run_dir) "
-                                     f"first")
-            metadata.append(read_json(metadata_path))
-            vocabulary_path = os.path.join(folder, "vocabulary.json")
-            if not os.path.exists(vocabulary_path):
-                raise ValueError(f"{folder}: no vocabulary.json; the run folder is incomplete (copy it whole, or run "
+            for name, hint in ((METADATA, "preprocess.py"), (model_file, "train.py")):
+                if not os.path.exists(os.path.join(folder, name)):
+                    raise ValueError(f"{folder}: no {name}; run {hint} (with the same --run_dir) first")
+            metadata.append(read_metadata(folder))
+            if not os.path.exists(os.path.join(folder, VOCABULARY)):
+                raise ValueError(f"{folder}: no {VOCABULARY}; the run folder is incomplete (copy it whole, or run "
                                  f"preprocess.py again)")
-            vocabularies.append(Vocabulary.load(vocabulary_path))
+            vocabularies.append(load_vocabulary(folder))
         check_ensemble(self.run_dirs, metadata, vocabularies)
         if beam_size < 1:
             raise ValueError(f"--beam_size must be at least 1, got {beam_size}")
@@ -149,6 +151,18 @@ class Captioner:
             weights = ""
         self.weights = weights or self.metadata["weights"]
         self._encoder = None
+        self.tagger, self.search, self.guide_threshold = None, None, 0.0
+
+    def guide_by_tags(self, threshold: float, classifier_weights: str = "auto", class_names: str = "auto") -> str:
+        """Turns on guided decoding (`--guide tags`); returns '' or, when this run cannot be guided, why
+        (then it captions unguided). A missing or damaged classifier or class-name file raises ValueError."""
+        try:
+            self.tagger = open_tagger(self.metadata, self.weights, self.vocabulary, threshold, classifier_weights,
+                                      class_names)
+        except GuidanceUnavailable as reason:
+            return f"no guidance by ImageNet tags for {self.run_dir}: {reason}"
+        self.search, self.guide_threshold = GuidedSearch(self.decoder), threshold
+        return ""
 
     @classmethod
     def from_config(cls, config, package_by_default: bool = False) -> "Captioner":
@@ -157,9 +171,14 @@ class Captioner:
         `package_by_default`, a command that names no run (no --run_dir, no --data_dir) gets the pretrained package."""
         names_a_run = config.run_dir not in ("", [""]) or os.path.abspath(config.data_dir) != SAMPLE_DATA_DIR
         run_dirs = [PRETRAINED_DIR] if package_by_default and not names_a_run else config.resolved_run_dirs()
-        return cls(run_dirs, config.max_decode_length, config.beam_size,
-                   config.length_penalty, config.no_repeat_ngram_size, config.block_bad_endings, config.model_file,
-                   "" if config.weights == "auto" else config.weights, config.ensemble_mean)
+        captioner = cls(run_dirs, config.max_decode_length, config.beam_size,
+                        config.length_penalty, config.no_repeat_ngram_size, config.block_bad_endings,
+                        config.model_file, "" if config.weights == "auto" else config.weights, config.ensemble_mean)
+        if config.guide == "tags":
+            note = captioner.guide_by_tags(config.guide_threshold, config.classifier_weights, config.class_names)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
+        return captioner
 
     @property
     def has_attention(self) -> bool:
@@ -173,9 +192,24 @@ class Captioner:
         return f"{decoder}, encoder {self.metadata['encoder']}, weights {describe_weights(self.weights)}"
 
     def caption_features(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0) -> List[str]:
-        """The best caption of each image, with the run's beam width unless `beam_size` is given."""
-        return self.decoder.captions(image_features, self.vocabulary, beam_size or self.beam_size,
-                                     self.length_penalty, batch_size)
+        """The best caption of each image, with the run's beam width unless `beam_size` is given (guided
+        by the image's ImageNet tags after guide_by_tags)."""
+        return self.captions_and_guidance(image_features, batch_size, beam_size)[0]
+
+    def captions_and_guidance(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0,
+                              guide_threshold: float = 0.0) -> Tuple[List[str], Optional[List[Guidance]]]:
+        """The best caption of each image and, with guidance on, what guided it (else None).
+        `beam_size`, `guide_threshold`: this call's, instead of the run's (0: the run's)."""
+        beam_size = beam_size or self.beam_size
+        token_ids = self.decoder.best_token_ids(image_features, beam_size, self.length_penalty, batch_size)
+        guidance = None
+        if self.tagger is not None and len(token_ids):
+            token_ids, guidance = guide(self.tagger, self.search, self.vocabulary, image_features, token_ids,
+                                        beam_size, self.length_penalty, max(1, batch_size // 8), guide_threshold)
+        captions = [self.vocabulary.decode(ids) for ids in token_ids]
+        for entry, caption in zip(guidance or [], captions):
+            entry.caption = caption
+        return captions, guidance
 
     def top_captions(self, image_features: np.ndarray, top: int, batch_size: int = 256,
                      beam_size: int = 0) -> List[List[Tuple[str, float]]]:
@@ -194,6 +228,8 @@ class Captioner:
         rules = (f", no repeated {self.no_repeat_ngram_size}-grams" if self.no_repeat_ngram_size else "") + \
                 (", no bad endings" if self.block_bad_endings else "") + \
                 (f", {self.ensemble_mean} mean" if self.ensemble_mean else "")
+        if self.tagger is not None:
+            rules += f", guided by ImageNet tags (threshold {self.guide_threshold:g})"
         if self.beam_size == 1:
             return "greedy" + rules
         return f"beam {self.beam_size}, length penalty {self.length_penalty}" + rules
@@ -219,7 +255,7 @@ class Captioner:
             return None
         folder = os.path.join(self.run_dir, ENCODER_CHECK_DIR)
         paths = [os.path.join(folder, name) for name in check["images"]]
-        stored = np.load(os.path.join(folder, "features.npy"))
+        stored = np.load(os.path.join(folder, ENCODER_CHECK_FEATURES))
         kept, features, errors = self.image_features(paths)
         if errors or len(kept) != len(paths):
             raise ValueError(f"{folder}: reference image unreadable ({errors[0] if errors else 'missing'}); "
@@ -257,23 +293,23 @@ class Captioner:
         """One image file's attention map for `caption` (a PIL image: the photo, then a panel per word)."""
         from PIL import Image
 
-        from report import attention_figure
+        from scoring.report import attention_figure
 
         weights = self.attention_maps(image_features[None], [caption])[0]
         pixels, _ = load_image(path, 224)  # the square picture the encoder saw, at panel size
         return attention_figure(Image.fromarray(pixels.astype(np.uint8)), caption.split(), weights)
 
-    def caption_files(self, paths: Sequence[str], batch_size: int = 256,
-                      top: int = 1) -> Tuple[Dict[str, object], Dict[str, np.ndarray], List[ImageError]]:
-        """Caption of each readable file (with `top` > 1: its best beams as (caption, log-probability)),
-        the features of each readable file, and the errors of the others."""
+    def caption_files(self, paths: Sequence[str], batch_size: int = 256, top: int = 1) -> Tuple[
+            Dict[str, object], Dict[str, np.ndarray], List[ImageError], Dict[str, Guidance]]:
+        """Caption of each readable file (with `top` > 1: its best unguided beams as (caption,
+        log-probability)), the features of each readable file, the errors of the others, and with guidance
+        on, what guided each file's caption (its Guidance holds the guided caption)."""
         check_top(top, self.beam_size)  # before any image is encoded
         kept, features, errors = self.image_features(paths)
+        captions, guidance = self.captions_and_guidance(features, batch_size)
         if top > 1:
             captions = self.top_captions(features, top, batch_size)
-        else:
-            captions = self.caption_features(features, batch_size)
-        return dict(zip(kept, captions)), dict(zip(kept, features)), errors
+        return dict(zip(kept, captions)), dict(zip(kept, features)), errors, dict(zip(kept, guidance or []))
 
 
 def check_encoder(captioner: Captioner) -> float | None:

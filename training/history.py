@@ -30,8 +30,15 @@ def append_history(path: str, row: Dict[str, object]) -> None:
 
 
 def read_history(path: str) -> List[Dict[str, object]]:
-    """The rows of history.csv, numbers as floats; rows without an objective are cross-entropy ("xe")."""
+    """The rows of history.csv: the epoch as a whole number, the other numbers as floats; rows without an
+    objective are cross-entropy ("xe"). Rows read here and written back keep their epochs whole."""
     with open(path, encoding="utf-8", newline="") as handle:
-        return [{"objective": "xe", **{key: value if key == "objective" else float(value)
-                                       for key, value in row.items() if key and value not in ("", None)}}
+        return [{"objective": "xe", **{key: _value(key, value) for key, value in row.items()
+                                       if key and value not in ("", None)}}
                 for row in csv.DictReader(handle)]
+
+
+def _value(column: str, text: str) -> object:
+    if column == "objective":
+        return text
+    return int(float(text)) if column == "epoch" else float(text)

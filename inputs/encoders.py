@@ -1,24 +1,14 @@
-"""The frozen ImageNet encoders, one table for all of them, and the image loading they share.
-
-preprocess.py and predict.py both load images here, so a file gets the same pixels, and so the
-same features, whichever script reads it.
-"""
+"""The frozen ImageNet encoders, one table for all of them: building one (with the weights a run
+records), and turning pixels into features."""
 from __future__ import annotations
 
 import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-# Larger images are refused outright: decoding them could take gigabytes.
-MAX_PIXELS = 100_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-EXIF_ORIENTATION = 0x0112
-_MODE_NAMES = {"L": "grayscale", "1": "black-and-white", "I;16": "16-bit grayscale", "P": "palette"}
 
 
 @dataclass(frozen=True)
@@ -41,57 +31,6 @@ ENCODERS: Dict[str, EncoderSpec] = {
     "inception_v3": EncoderSpec("inception_v3", "InceptionV3", 299, None, 2048, None, (8 * 8, 2048)),
     "mobilenet_v2": EncoderSpec("mobilenet_v2", "MobileNetV2", 224, None, 1280, None, (7 * 7, 1280)),
 }
-
-
-class ImageError(ValueError):
-    """An image that cannot be used; `kind` names the problem for the skip report."""
-
-    def __init__(self, kind: str, path: str, detail: str = ""):
-        super().__init__(f"{path}: {kind}" + (f" ({detail})" if detail else ""))
-        self.kind = kind
-
-
-def load_image(path: str, size: int) -> Tuple[np.ndarray, Optional[str]]:
-    """Decodes an image to RGB float32 pixels of size x size (0-255), and what had to be converted.
-
-    A photo with an EXIF orientation is turned upright first. Grayscale, palette, RGBA and CMYK are
-    converted to RGB (transparency onto white); a very large JPEG is decoded at reduced scale.
-    Anything unusable raises ImageError.
-    """
-    if not os.path.exists(path):
-        raise ImageError("missing file", path)
-    if os.path.getsize(path) == 0:
-        raise ImageError("empty file", path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                conversions = []
-                if image.width * image.height > 4096 * 4096:
-                    conversions.append("huge image downscaled")
-                    image.draft("RGB", (size * 4, size * 4))  # JPEG only: decode at 1/2..1/8 scale
-                image.load()
-                orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-                if orientation != 1:
-                    # Phones store a portrait photo sideways and say so in EXIF: turn it the way it was taken.
-                    image = ImageOps.exif_transpose(image)
-                    conversions.append(f"turned upright (EXIF orientation {orientation})")
-                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                    conversions.append("transparency put on white")
-                    rgba = image.convert("RGBA")
-                    image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-                elif image.mode != "RGB":
-                    conversions.append(f"{_MODE_NAMES.get(image.mode, image.mode)} converted to RGB")
-                image = image.convert("RGB")
-                if image.size != (size, size):
-                    image = image.resize((size, size), Image.BILINEAR)
-                return np.asarray(image, dtype=np.float32), ", ".join(conversions) or None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError("image too large", path, str(error).split(".")[0]) from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image", path) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError("corrupt or truncated image", path, str(error)) from None
 
 
 class WeightsUnavailable(ValueError):
@@ -187,46 +126,6 @@ def build_encoder(encoder: str, weights: str, seed: int = 7, features: str = "gl
     encoder_model = keras.Model(pixels, trunk(module.preprocess_input(pixels)), name=f"{encoder}_encoder")
     encoder_model.trainable = False
     return encoder_model
-
-
-def load_batches(paths: Sequence[str], size: int, batch_size: int) -> Iterator[
-        Tuple[List[int], np.ndarray, List[Tuple[int, ImageError]], List[Tuple[int, str]]]]:
-    """Yields (indices, pixels, failures, conversions) batch by batch, in order.
-
-    A tf.data pipeline reads and decodes images in parallel and keeps batches ready ahead
-    (prefetch), so the encoder does not wait for JPEG decoding. Decoding stays with `load_image`
-    (PIL), the one path both preprocess.py and predict.py use.
-    """
-    import tensorflow as tf
-
-    failures: Dict[int, ImageError] = {}
-    conversions: Dict[int, str] = {}
-
-    def load(index):
-        index = int(index)
-        try:
-            pixels, conversion = load_image(paths[index], size)
-            if conversion:
-                conversions[index] = conversion
-            return pixels, True
-        except ImageError as error:
-            failures[index] = error
-            return np.zeros((size, size, 3), np.float32), False
-
-    def load_in_graph(index):
-        pixels, ok = tf.numpy_function(load, [index], [tf.float32, tf.bool], stateful=True)
-        pixels.set_shape([size, size, 3])
-        return index, pixels, ok
-
-    pipeline = (tf.data.Dataset.range(len(paths))
-                .map(load_in_graph, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .batch(batch_size)
-                .prefetch(2))
-    for indices, pixels, ok in pipeline.as_numpy_iterator():
-        indices = [int(i) for i in indices]
-        yield ([i for i, good in zip(indices, ok) if good], pixels[ok],
-               [(i, failures.pop(i)) for i in indices if i in failures],
-               [(i, conversions.pop(i)) for i in indices if i in conversions])
 
 
 def encode_pixels(encoder_model, pixels: np.ndarray) -> np.ndarray:

@@ -22,9 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from config import STRATEGIES
 from data_loader import caption_batches
 
-STRATEGIES = ("none", "mirrored", "multi_worker")
 # Computed on the chief only and sent to every worker after each epoch.
 CHIEF_COLUMNS = ("val_loss", "val_accuracy", "dev_bleu4", "dev_cider")
 

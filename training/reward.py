@@ -18,7 +18,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from vocabulary import END_ID, PAD_ID
+from inputs.vocabulary import END_ID, PAD_ID
 
 MAX_ORDER = 4
 

@@ -1,4 +1,4 @@
-"""Stage 0: fetch a public dataset into the layout preprocess.py reads.
+"""Fetching a public dataset (`preprocess.py --download`) into the layout preprocess.py reads.
 
     python preprocess.py --download flickr8k --data_dir data/flickr8k
 

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from vocabulary import BAD_ENDINGS, clean_caption
+from inputs.vocabulary import BAD_ENDINGS, clean_caption
 
 BLEU_WEIGHTS = {
     "BLEU-1": (1.0, 0.0, 0.0, 0.0),

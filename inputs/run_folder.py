@@ -1,0 +1,78 @@
+"""The run folder, where the stages meet: the name of every file in it, and their readers and writers.
+
+    preprocess -> metadata.json, vocabulary.json, captions.json, features_<encoder>.{bin,index,json}
+    train      -> model.keras, last_epoch*.keras, training_state*.json, history.csv, training_curves.png
+    package    -> a package folder: model.keras, vocabulary.json, metadata.json, encoder_check/
+
+Every script finds these files by the names below; docs/run_folder.md describes each of them.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+from config import Config, resolved_config
+from inputs.json_files import read_json, write_json
+from inputs.vocabulary import Vocabulary
+
+METADATA, VOCABULARY, CAPTIONS = "metadata.json", "vocabulary.json", "captions.json"
+# The kept decoder: the best of the last training phase (by dev CIDEr-D, or --monitor).
+BEST_MODEL = "model.keras"
+HISTORY, CURVES, TENSORBOARD = "history.csv", "training_curves.png", "tensorboard"
+# Self-critical training keeps the cross-entropy model as XE_MODEL and writes its own best into BEST_MODEL.
+XE_MODEL = "model_xe.keras"
+# Encoder fine-tuning keeps the run's own encoder beside its decoder, and the run before it in FROZEN_DIR.
+ENCODER_MODEL, LAST_ENCODER, FROZEN_DIR = "encoder.keras", "last_epoch_encoder.keras", "frozen_encoder"
+# Each training phase's resumable checkpoint and state file, in the order the phases run.
+PHASE_FILES = {"xe": ("last_epoch.keras", "training_state.json"),
+               "fine_tune": ("last_epoch_fine_tune.keras", "training_state_fine_tune.json"),
+               "scst": ("last_epoch_scst.keras", "training_state_scst.json")}
+(LAST_MODEL, STATE), (LAST_FINE_TUNE_MODEL, FINE_TUNE_STATE), (LAST_SCST_MODEL, SCST_STATE) = PHASE_FILES.values()
+# A package's reference images and their features, for the encoder check.
+ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES = "encoder_check", "features.npy"
+# The scripts whose resolved configuration a run keeps, as config_<script>.json.
+CONFIG_SCRIPTS = ("preprocess", "train", "train_fine_tune", "train_scst")
+
+
+def config_file(script: str) -> str:
+    """The file in which `script` ("preprocess", "train", "train_scst", ...) saves its configuration."""
+    return f"config_{script}.json"
+
+
+def save_config(config: Config, run_dir: str, script: str) -> str:
+    """Writes the resolved configuration of one script's run as JSON into the run folder."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, config_file(script))
+    write_json(path, resolved_config(config, run_dir), indent=2)
+    return path
+
+
+def read_metadata(run_dir: str) -> dict:
+    return read_json(os.path.join(run_dir, METADATA))
+
+
+def load_run(run_dir: str) -> Tuple[dict, dict, Vocabulary]:
+    """What preprocess wrote: (metadata, captions per split, vocabulary)."""
+    return read_metadata(run_dir), read_json(os.path.join(run_dir, CAPTIONS)), load_vocabulary(run_dir)
+
+
+def load_vocabulary(run_dir: str) -> Vocabulary:
+    return Vocabulary.load(os.path.join(run_dir, VOCABULARY))
+
+
+def read_state(run_dir: str, phase: str) -> Optional[dict]:
+    """The training state file of `phase` ("xe", "fine_tune", "scst"), or None when that phase never ran here."""
+    path = os.path.join(run_dir, PHASE_FILES[phase][1])
+    return read_json(path) if os.path.exists(path) else None
+
+
+def latest_training_state(run_dir: str) -> dict:
+    """The state of the last phase that trained the run's model.keras ({} for none).
+
+    Phases run in PHASE_FILES' order, and a fine-tuning moves any earlier self-critical state into
+    FROZEN_DIR, so the last phase with a state file in the folder is the latest."""
+    for phase in reversed(PHASE_FILES):
+        state = read_state(run_dir, phase)
+        if state is not None:
+            return {"phase": phase, **state}
+    return {}
