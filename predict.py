@@ -7,10 +7,13 @@
     python predict.py --image_path photo.jpg --beam_size 5 --top 3
     python predict.py --image_path photo.jpg --run_dir runs/attention --attention_map photo_attention.png
     python predict.py --image_path photo.jpg --run_dir runs/a runs/b runs/c      # an ensemble of three runs
+    python predict.py --image_path photo.jpg --guide none         # plain decoding, without the ImageNet tags
 
 Without --run_dir (and --data_dir) the pretrained package captions; its encoder check compares the
 encoder loaded with the one its decoder was trained with and warns when they differ.
-One image: prints its caption. Several files or a folder: one `path<TAB>caption` line each.
+Captions are guided by the encoder's ImageNet tags (docs/guided_decoding.md) unless --guide none.
+One image: prints its caption, then its tags. Several files or a folder: one
+`path<TAB>caption<TAB>tags` line each.
 `--top N`: the N best beams of each image, with their log-probabilities.
 """
 from __future__ import annotations

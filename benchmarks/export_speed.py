@@ -49,7 +49,9 @@ def export_all(folder: str) -> dict:
     from config import PRETRAINED_DIR
     from serving.captioner import folder_size
 
-    base = Config(run_dir=PRETRAINED_DIR, weights=WEIGHTS)
+    # Unguided, as the Captioner below: the speed and agreement of plain decoding (guided decoding's speed:
+    # benchmarks/guided_decoding.py).
+    base = Config(run_dir=PRETRAINED_DIR, weights=WEIGHTS, guide="none")
     targets = {"saved_model greedy": (os.path.join(folder, "greedy"), dict(format="saved_model")),
                "saved_model beam 3": (os.path.join(folder, "beam3"), dict(format="saved_model", beam_size=3)),
                "tflite float32": (os.path.join(folder, "float.tflite"), dict(format="tflite")),
