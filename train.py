@@ -72,6 +72,9 @@ def train(config: Config) -> dict:
         return train_fine_tune(config)
     if config.objective == "scst":
         return train_scst(config)
+    if config.objective == "xe+scst" and config.strategy != "none":
+        raise ValueError("--objective xe+scst: self-critical training runs on one machine; train with --objective xe "
+                         "and --strategy, then continue with --objective scst without --strategy")
     state = train_cross_entropy(config)
     if config.objective == "xe+scst":  # the whole recipe in one command: self-critical training follows
         return train_scst(config)
@@ -197,6 +200,14 @@ def train_cross_entropy(config: Config) -> dict:
     return state
 
 
+def cosine_schedule(config: Config, optimizer, steps_per_epoch: int):
+    """The --lr_schedule cosine curve over this phase's epochs, or None for --lr_schedule plateau."""
+    if config.lr_schedule != "cosine":
+        return None
+    return CosineSchedule(optimizer, config.learning_rate, steps_per_epoch * config.epochs,
+                          round(steps_per_epoch * config.warmup_epochs))
+
+
 def fit(training_model, config: Config, data: TrainingData, dev_batches, state: dict,
         bookkeeping: EpochBookkeeping, run_dir: str) -> None:
     """Keras's fit on one device, the bookkeeping as its callback."""
@@ -204,11 +215,8 @@ def fit(training_model, config: Config, data: TrainingData, dev_batches, state: 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")
     train_batches = caption_batches(data.features, data.train_rows, data.train_tokens, config.batch_size, True,
                                     config.seed, config.length_window, flat_targets=True)
-    callbacks = [bookkeeping]
-    if config.lr_schedule == "cosine":
-        steps = len(train_batches)  # per epoch
-        callbacks.insert(0, CosineSchedule(training_model.optimizer, config.learning_rate, steps * config.epochs,
-                                           round(steps * config.warmup_epochs)))
+    schedule = cosine_schedule(config, training_model.optimizer, len(train_batches))
+    callbacks = [bookkeeping] if schedule is None else [schedule, bookkeeping]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, TENSORBOARD)))
     training_model.fit(train_batches, validation_data=dev_batches, epochs=config.epochs,
@@ -230,7 +238,7 @@ def fit_on_replicas(training_model, strategy, config: Config, data: TrainingData
     batches, steps = distributed_batches(strategy, data.features, data.train_rows, data.train_tokens,
                                          config.batch_size, config.seed, config.length_window)
     fit_distributed(training_model, strategy, batches, steps, config.epochs, state["epochs_done"], bookkeeping,
-                    chief_scores)
+                    chief_scores, cosine_schedule(config, training_model.optimizer, steps))
 
 
 def main(argv: list[str] | None = None) -> int:

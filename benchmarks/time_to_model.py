@@ -30,11 +30,11 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 0.50
 # Each recipe: (stage, script, its flags). Shared flags (--data_dir, --run_dir, --weights, --encoder) are added.
 RECIPES: Dict[str, List[Tuple[str, str, List[str]]]] = {
-    # pretrained/rebuild.sh before the fast recipe: the defaults of that time, then 12 + 12 self-critical epochs.
+    # recipes/shipped_package.sh: the defaults of its time, then 12 + 12 self-critical epochs.
     "shipped": [
         ("features", "preprocess.py", []),
         ("cross-entropy", "train.py", ["--epochs", "20", "--batch_size", "32", "--learning_rate", "5e-4",
-                                       "--lr_schedule", "plateau", "--patience", "5"]),
+                                       "--lr_schedule", "plateau", "--patience", "5", "--dropout", "0.5"]),
         ("self-critical", "train.py", ["--objective", "scst", "--scst_learning_rate", "1e-4", "--scst_epochs", "12",
                                        "--scst_batch_size", "16", "--lr_schedule", "plateau", "--resume"]),
         ("self-critical, continued", "train.py", ["--objective", "scst", "--scst_learning_rate", "1e-4",
@@ -51,17 +51,23 @@ RECIPES: Dict[str, List[Tuple[str, str, List[str]]]] = {
 EPOCH_LINE = re.compile(r"^(?:scst )?epoch (\d+)/\d+ .*dev_cider ([0-9.]+)")
 
 
-def cpu_busy_seconds() -> float:
-    """Seconds of CPU time the whole machine has spent busy since boot (/proc/stat)."""
+def cpu_seconds() -> Tuple[float, float]:
+    """(CPU seconds the machine's processes have used since boot, CPU seconds the hypervisor took from this
+    virtual machine: steal), from /proc/stat."""
     with open("/proc/stat", encoding="utf-8") as handle:
-        fields = [int(value) for value in handle.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        user, nice, system, _, _, irq, softirq, steal = (int(value) for value in handle.readline().split()[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
-def run_stage(command: List[str], log) -> Tuple[float, float, List[Tuple[float, str]], float]:
-    """Runs one command; (wall seconds, peak RSS in MB, its output lines with the time each arrived,
-    CPU seconds it used)."""
+def own_cpu_seconds() -> float:
+    """CPU seconds used by this script and every child process it has waited for."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def run_stage(command: List[str], log) -> Tuple[float, float, List[Tuple[float, str]]]:
+    """Runs one command; (wall seconds, peak RSS in MB, its output lines with the time each arrived)."""
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -75,7 +81,7 @@ def run_stage(command: List[str], log) -> Tuple[float, float, List[Tuple[float, 
     if process.returncode:
         tail = "\n".join(text for _, text in lines[-15:])
         raise SystemExit(f"{' '.join(command)} failed (exit {process.returncode}):\n{tail}")
-    return time.monotonic() - started, usage.ru_maxrss / 1024, lines, usage.ru_utime + usage.ru_stime
+    return time.monotonic() - started, usage.ru_maxrss / 1024, lines
 
 
 def dev_scores(run_dir: str, data_dir: str, weights: str) -> Dict[str, float]:
@@ -106,16 +112,17 @@ def main() -> None:
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="time_to_model_")
     if os.path.exists(os.path.join(run_dir, "metadata.json")):
         raise SystemExit(f"{run_dir} holds a run already: give a new --run_dir")
+    os.makedirs(run_dir, exist_ok=True)
     shared = ["--data_dir", os.path.abspath(args.data_dir), "--run_dir", run_dir, "--weights", args.weights,
               "--encoder", "mobilenet_v2"]
-    busy_before, own_cpu, first_image, reached, rows = cpu_busy_seconds(), 0.0, None, None, []
+    (busy_before, steal_before), first_image, reached, rows = cpu_seconds(), None, None, []
+    started, own_before = time.monotonic(), own_cpu_seconds()
     print(f"# recipe {args.recipe}; run folder {run_dir}; log {run_dir}/time_to_model.log")
     with open(os.path.join(run_dir, "time_to_model.log"), "w", encoding="utf-8") as log:
         for stage, script, flags in RECIPES[args.recipe]:
             command = [sys.executable, script, *shared, *flags]
             print(f"# {stage}: python {script} {' '.join(shared[2:] + flags)}", flush=True)
-            seconds, rss, lines, cpu = run_stage(command, log)
-            own_cpu += cpu
+            seconds, rss, lines = run_stage(command, log)
             for arrived, text in lines:
                 if first_image is None and " to go (" in text:
                     first_image = arrived
@@ -124,13 +131,15 @@ def main() -> None:
                     reached = (arrived, stage, int(match.group(1)))
             scores = dev_scores(run_dir, args.data_dir, args.weights) if script == "train.py" else {}
             rows.append((stage, seconds, rss, scores))
-    busy = cpu_busy_seconds() - busy_before
+    busy, steal = (after - before for after, before in zip(cpu_seconds(), (busy_before, steal_before)))
     print_table(args.recipe, rows)
-    others = max(0.0, busy - own_cpu)
-    total_wall = sum(seconds for _, seconds, _, _ in rows)
-    print(f"# other processes used {others:.0f} CPU-seconds during the {total_wall:.0f} s of the recipe "
-          f"({100 * others / (total_wall * os.cpu_count()):.1f}% of the machine)"
-          + (" -- NOT AN IDLE MACHINE" if others > 0.05 * total_wall * os.cpu_count() else ""))
+    # The stages, the dev scoring between them and this script are this benchmark's own work.
+    others = max(0.0, busy - (own_cpu_seconds() - own_before))
+    capacity = (time.monotonic() - started) * os.cpu_count()
+    print(f"# during the recipe other processes used {100 * others / capacity:.1f}% of the CPUs"
+          + (" -- NOT AN IDLE MACHINE" if others > 0.05 * capacity else "")
+          + f"; the hypervisor took {100 * steal / capacity:.1f}% (steal: this virtual machine's cores were "
+          f"busy with other machines' work)")
     if reached:
         arrived, stage, epoch = reached
         print(f"time to dev greedy CIDEr-D {TARGET:.2f}: {(arrived - first_image) / 60:.1f} min "

@@ -172,11 +172,12 @@ def test_learning_rate_halves_on_a_plateau_and_resume_keeps_it(trained_run, tmp_
     # A dev score that never improves after epoch 1: a plateau from the start.
     monkeypatch.setattr(train_module.DevScorer, "__call__", lambda self: {"dev_bleu4": 0.1, "dev_cider": 0.2})
     run_dir = str(tmp_path / "run")
-    state = train(tiny_config(trained_run.data_dir, run_dir, epochs=3, decay_patience=1, learning_rate=0.001))
+    state = train(tiny_config(trained_run.data_dir, run_dir, epochs=3, decay_patience=1, learning_rate=0.001,
+                              lr_schedule="plateau"))
     assert capsys.readouterr().out.count("learning rate halved") == 2
     assert state["best_epoch"] == 1 and state["learning_rate"] == pytest.approx(0.001 / 4)
     resumed = train(tiny_config(trained_run.data_dir, run_dir, epochs=4, decay_patience=1, learning_rate=0.001,
-                                resume=True))
+                                resume=True, lr_schedule="plateau"))
     assert resumed["learning_rate"] == pytest.approx(0.001 / 8)
 
 

@@ -157,7 +157,7 @@ def test_tensorboard_logs_hold_the_dev_metrics_of_both_phases(trained_run, tmp_p
     run_dir = str(tmp_path / "run")
     shutil.copytree(trained_run.run_dir, run_dir)
     train(tiny_config(trained_run.data_dir, run_dir, epochs=3, resume=True, tensorboard=True))
-    train(scst_config(trained_run, run_dir, scst_epochs=1, tensorboard=True))
+    train(scst_config(trained_run, run_dir, scst_epochs=1, tensorboard=True, lr_schedule="plateau"))
     history = {int(row["epoch"]): row for row in read_history(os.path.join(run_dir, "history.csv"))}
     scalars = read_scalars(os.path.join(run_dir, "tensorboard", "epochs"))
     assert set(scalars["dev_cider"]) == {3, 4} and set(scalars["reward"]) == {4} and set(scalars["loss"]) == {3}

@@ -156,12 +156,13 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy, values: np.ndarray) -
 
 def fit_distributed(model: keras.Model, strategy: tf.distribute.Strategy, batches, steps: int,
                     epochs: int, initial_epoch: int, bookkeeping: keras.callbacks.Callback,
-                    chief_scores: Callable[[int], Dict[str, float]]) -> None:
+                    chief_scores: Callable[[int], Dict[str, float]], schedule=None) -> None:
     """The training loop: `steps` synchronous steps per epoch, then the chief's scores, then bookkeeping.
 
     `model` is the training model (`model.build_training_model`, built in the strategy's scope);
     `chief_scores(epoch)` runs on the chief only (validation loss, dev metrics when due);
-    `bookkeeping` is train.py's EpochBookkeeping, which writes only on the chief.
+    `bookkeeping` is train.py's EpochBookkeeping, which writes only on the chief; `schedule` (a
+    training/schedule.py CosineSchedule) sets the learning rate before each step, on every worker alike.
     """
     replicas = strategy.num_replicas_in_sync
 
@@ -189,6 +190,8 @@ def fit_distributed(model: keras.Model, strategy: tf.distribute.Strategy, batche
         iterator = iter(batches)
         totals = np.zeros(4)
         for _ in range(steps):
+            if schedule is not None:
+                schedule.before_step()
             totals += train_step(iterator).numpy()
         words = max(totals[1], 1.0)
         logs = {"loss": totals[0] / words + totals[3] / steps, "accuracy": totals[2] / words}
