@@ -72,6 +72,12 @@ LEVERS = {
                                   "(the fast recipe)", "xe_b128_cos6_d03",
                                   ["--scst_batch_size", "16", "--scst_learning_rate", "1e-4", "--scst_epochs", "12",
                                    "--lr_schedule", "cosine", "--scst_patience", "0"]),
+    "scst_d03_b16_3samples": ("the fast recipe's self-critical phase with 3 samples per image", "xe_b128_cos6_d03",
+                              ["--scst_samples", "3", "--scst_epochs", "12", "--scst_patience", "0"]),
+    "scst_d03_b16_greedy_baseline": ("the fast recipe's self-critical phase, greedy baseline", "xe_b128_cos6_d03",
+                                     ["--scst_baseline", "greedy", "--scst_epochs", "12", "--scst_patience", "0"]),
+    "scst_d03_b16_eval3": ("the fast recipe's self-critical phase, dev scored every 3 epochs", "xe_b128_cos6_d03",
+                           ["--eval_every", "3", "--scst_epochs", "12", "--scst_patience", "0"]),
 }
 
 
