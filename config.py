@@ -56,6 +56,10 @@ class Config:
     shard: str = _option("", "extract only part I of N (I/N, counting from 0: 0/2 and 1/2) into its own feature "
                              "file, one part per machine; run preprocess.py without --shard afterwards to merge")
     extract_batch_size: int = _option(32, "images per encoder batch during feature extraction")
+    extract_with: str = _option("tensorflow", "what runs the encoder during feature extraction: TensorFlow, or the "
+                                "same model converted to LiteRT in memory (XNNPACK; 2.5x as fast on 2 CPU cores, "
+                                "features equal to a cosine of 1.000000, BENCHMARKS.md)",
+                                choices=("tensorflow", "litert"))
     split_seed: int = _option(1234, "seed of the 75/12.5/12.5 split drawn when a dataset has no split files")
     encoder_seed: int = _option(7, "seed that makes an untrained (--weights none) encoder reproducible")
     features_from: str = _option("", "instead of extracting features: copy this run's features, vocabulary, captions "
@@ -230,7 +234,7 @@ def resolved_config(config: Config, run_dir: str) -> dict:
 
 
 PREPROCESS_FLAGS = ("data_dir", "captions_file", "images_dir", "run_dir", "download", "encoder", "weights", "limit", "min_word_count",
-                    "max_caption_words", "features", "shard", "extract_batch_size", "split_seed", "encoder_seed",
+                    "max_caption_words", "features", "shard", "extract_batch_size", "extract_with", "split_seed", "encoder_seed",
                     "features_from")
 TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout", "attention_units",
                                   "attention_regularization", "epochs", "batch_size", "length_window",

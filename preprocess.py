@@ -26,6 +26,7 @@ from inputs.encoders import ENCODERS, open_encoder  # noqa: E402
 from inputs.extraction import extract, report  # noqa: E402
 from inputs.feature_store import FeatureStore, check_features_written, merge_shards, shard_name  # noqa: E402
 from inputs.json_files import read_json, write_json  # noqa: E402
+from inputs.litert_encoder import open_extractor  # noqa: E402
 from inputs.run_folder import CAPTIONS, METADATA, VOCABULARY, save_config  # noqa: E402
 from inputs.vocabulary import Vocabulary  # noqa: E402
 
@@ -151,7 +152,8 @@ def extract_features(config: Config, dataset: Dataset, run_dir: str, encoder_mod
     print(f"{dataset.name}: {len(wanted)} images {'in shard ' + config.shard if shard else 'in the splits'}, "
           f"{len(wanted) - len(todo)} already extracted, {len(todo)} to go ({config.encoder} {config.features} "
           f"features {'x'.join(map(str, shape))}, weights: {weights})")
-    skipped = extract(store, [dataset.image_path(name) for name in todo], todo, encoder_model, spec.input_size,
+    extractor = open_extractor(encoder_model, config.extract_with) if todo else encoder_model
+    skipped = extract(store, [dataset.image_path(name) for name in todo], todo, extractor, spec.input_size,
                       config.extract_batch_size)
     report("skipped", skipped)
     return store, wanted, skipped

@@ -78,6 +78,15 @@ LEVERS = {
                                      ["--scst_baseline", "greedy", "--scst_epochs", "12", "--scst_patience", "0"]),
     "scst_d03_b16_eval3": ("the fast recipe's self-critical phase, dev scored every 3 epochs", "xe_b128_cos6_d03",
                            ["--eval_every", "3", "--scst_epochs", "12", "--scst_patience", "0"]),
+    # The whole recipe (train.py's defaults, both phases) with other seeds: how far runs spread.
+    "recipe_seed2": ("the fast recipe, both phases, --seed 2", None, ["--seed", "2", "--objective", "xe+scst"]),
+    "recipe_seed3": ("the fast recipe, both phases, --seed 3", None, ["--seed", "3", "--objective", "xe+scst"]),
+    # 16 self-critical epochs instead of 12, from the cross-entropy model of a run above (a run's
+    # self-critical phase restarts from its model_xe.keras).
+    "scst16_d03_b16": ("self-critical over a 16-epoch cosine, after xe_b128_cos6_d03", "xe_b128_cos6_d03",
+                       ["--scst_epochs", "16", "--scst_patience", "0"]),
+    "scst16_seed2": ("self-critical over a 16-epoch cosine, after recipe_seed2's cross-entropy phase", "recipe_seed2",
+                     ["--scst_epochs", "16", "--scst_patience", "0"]),
 }
 
 

@@ -19,9 +19,10 @@ RUN=${RUN:-runs/pretrained_flickr8k}
 PACKAGE=${PACKAGE:-runs/pretrained_flickr8k_package}
 PYTHON=${PYTHON:-.venv/bin/python}
 
-# 1. Features, cross-entropy training, then self-critical training of the same run: one command.
+# 1. Features (the encoder run by LiteRT: the same features, sooner), cross-entropy training, then
+#    self-critical training of the same run: one command.
 "$PYTHON" train.py --data_dir "$DATA" --encoder mobilenet_v2 --weights "$WEIGHTS" --run_dir "$RUN" \
-    --objective xe+scst --resume
+    --extract_with litert --objective xe+scst --resume
 # 2. The package: float16 decoder (when the dev scores hold), vocabulary, metadata, encoder check.
 "$PYTHON" package.py --run_dir "$RUN" --package_dir "$PACKAGE"
 # 3. Its dev scores, from the package's own files (the images are encoded again), unguided and guided.

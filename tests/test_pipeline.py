@@ -281,3 +281,33 @@ def test_training_curves_shade_the_self_critical_epochs_and_mark_the_kept_one(tm
     fine_tune = [{**row, "objective": "fine_tune"} for row in self_critical]
     assert shaded_pixels(cross_entropy + self_critical, "no_green.png", green) < 500
     assert shaded_pixels(cross_entropy + fine_tune, "fine_tune.png", green) > 20_000
+
+
+def test_litert_extraction_stores_the_features_tensorflow_stores(trained_run, tmp_path):
+    """`--extract_with litert` runs the same encoder converted to LiteRT: same images, same rows, features
+    equal to TensorFlow's (the trained run's) up to float rounding; a batch shorter than the others included."""
+    from serving.captioner import cosine_similarities
+
+    run_dir = str(tmp_path / "litert")
+    result = run_cli("preprocess.py", "--data_dir", trained_run.data_dir, "--run_dir", run_dir, "--encoder",
+                     "mobilenet_v2", "--weights", "none", "--min_word_count", "1", "--extract_batch_size", "5",
+                     "--extract_with", "litert")
+    assert result.returncode == 0, result.stderr
+    assert "TensorSpec" not in result.stdout + result.stderr  # the conversion's listing is not the user's business
+    metadata = read_json(run_dir, "metadata.json")
+    assert read_json(run_dir, "config_preprocess.json")["extract_with"] == "litert"
+    lite_features, lite_rows = open_features(run_dir, metadata)
+    tf_features, tf_rows = open_features(trained_run.run_dir, read_json(trained_run.run_dir, "metadata.json"))
+    assert sorted(lite_rows) == sorted(tf_rows) and len(lite_rows) == 16
+    names = sorted(tf_rows)
+    lite = np.stack([lite_features[lite_rows[name]] for name in names])
+    tensorflow = np.stack([tf_features[tf_rows[name]] for name in names])
+    assert cosine_similarities(lite, tensorflow).min() > 0.9999
+    # The images differ enough that features in the wrong rows would fail the bound above.
+    assert cosine_similarities(lite, np.roll(tensorflow, 1, axis=0)).min() < 0.99
+
+
+def test_unknown_extraction_runtime_is_refused_in_one_line(tiny_dataset, tmp_path):
+    result = run_main("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(tmp_path / "run"),
+                      "--weights", "none", "--extract_with", "onnx")
+    assert result.returncode != 0 and "--extract_with" in result.stderr and "onnx" in result.stderr
