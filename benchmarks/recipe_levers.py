@@ -87,6 +87,8 @@ LEVERS = {
                        ["--scst_epochs", "16", "--scst_patience", "0"]),
     "scst16_seed2": ("self-critical over a 16-epoch cosine, after recipe_seed2's cross-entropy phase", "recipe_seed2",
                      ["--scst_epochs", "16", "--scst_patience", "0"]),
+    "scst16_seed3": ("self-critical over a 16-epoch cosine, after recipe_seed3's cross-entropy phase", "recipe_seed3",
+                     ["--scst_epochs", "16", "--scst_patience", "0"]),
 }
 
 
