@@ -57,8 +57,8 @@ class Config:
                              "file, one part per machine; run preprocess.py without --shard afterwards to merge")
     extract_batch_size: int = _option(32, "images per encoder batch during feature extraction")
     extract_with: str = _option("tensorflow", "what runs the encoder during feature extraction: TensorFlow, or the "
-                                "same model converted to LiteRT in memory (XNNPACK; 2.5x as fast on 2 CPU cores, "
-                                "features equal to a cosine of 1.000000, BENCHMARKS.md)",
+                                "same model converted to LiteRT (XNNPACK; on 2 CPU cores the encoder 2.5x as fast, a "
+                                "whole extraction 1.1-1.2x; features equal to a cosine of 1.000000, BENCHMARKS.md)",
                                 choices=("tensorflow", "litert"))
     split_seed: int = _option(1234, "seed of the 75/12.5/12.5 split drawn when a dataset has no split files")
     encoder_seed: int = _option(7, "seed that makes an untrained (--weights none) encoder reproducible")
