@@ -16,17 +16,16 @@ class LiteRTEncoder:
     """Stands in for the Keras encoder wherever `inputs.encoders.encode_pixels` is called: the same
     `output_shape`, and `predict_on_batch` on batches of pixels (0-255) of any length."""
 
-    def __init__(self, encoder_model, threads: int | None = None):
+    def __init__(self, encoder_model):
         import tensorflow as tf
         from ai_edge_litert.interpreter import Interpreter
 
         self.output_shape = encoder_model.output_shape
-        self.name = encoder_model.name
         # Through a SavedModel written quietly: from_keras_model would print every captured variable.
         with tempfile.TemporaryDirectory() as folder:
             encoder_model.export(folder, format="tf_saved_model", verbose=False)
             flatbuffer = tf.lite.TFLiteConverter.from_saved_model(folder).convert()
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count())
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=os.cpu_count())
         self._runner = interpreter.get_signature_runner()
         self._interpreter = interpreter  # the runner needs its interpreter alive
         self._input_name = next(iter(self._runner.get_input_details()))

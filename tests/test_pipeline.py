@@ -307,6 +307,22 @@ def test_litert_extraction_stores_the_features_tensorflow_stores(trained_run, tm
     assert cosine_similarities(lite, np.roll(tensorflow, 1, axis=0)).min() < 0.99
 
 
+def test_litert_extraction_skips_bad_images_and_resumes(tiny_dataset, tmp_path):
+    images = os.path.join(tiny_dataset, "Flicker8k_Dataset")
+    train_names = open(os.path.join(tiny_dataset, "Flickr8k_text", "Flickr_8k.trainImages.txt")).read().split()
+    os.remove(os.path.join(images, train_names[0]))
+    open(os.path.join(images, train_names[1]), "w").write("not an image")
+    arguments = ("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(tmp_path / "run"), "--encoder",
+                 "mobilenet_v2", "--weights", "none", "--min_word_count", "1", "--extract_with", "litert")
+    first = run_cli(*arguments)
+    assert first.returncode == 0, first.stderr
+    assert "skipped 1 image(s): missing file" in first.stderr and "skipped 1 image(s): not an image" in first.stderr
+    assert read_json(str(tmp_path / "run"), "metadata.json")["images"]["train"] == {"in_split": 10, "with_features": 8}
+    again = run_cli(*arguments)
+    assert again.returncode == 0, again.stderr
+    assert "14 already extracted, 2 to go" in again.stdout  # the features written before are kept
+
+
 def test_unknown_extraction_runtime_is_refused_in_one_line(tiny_dataset, tmp_path):
     result = run_main("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(tmp_path / "run"),
                       "--weights", "none", "--extract_with", "onnx")

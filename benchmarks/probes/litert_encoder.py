@@ -1,12 +1,11 @@
-"""MobileNetV2 feature extraction through TensorFlow (what preprocess.py runs) and through LiteRT's
-interpreter (XNNPACK, float32, the same Keras model converted), side by side on the same decoded images:
+"""MobileNetV2 feature extraction through TensorFlow (preprocess.py's default) and through LiteRT's
+interpreter (XNNPACK, float32, the same Keras model converted: `--extract_with litert`), side by side on the same decoded images:
 throughput, and how close the features are (cosine per image).
 
     python benchmarks/probes/litert_encoder.py WEIGHTS [IMAGES] [BATCH]    # default 512 images, batch 32
 """
 import os
 import sys
-import tempfile
 import time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -17,11 +16,11 @@ from config import quiet_tensorflow  # noqa: E402
 quiet_tensorflow()
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from data_loader import load_dataset  # noqa: E402
 from inputs.encoders import build_encoder, encode_pixels  # noqa: E402
 from inputs.images import load_batches  # noqa: E402
+from inputs.litert_encoder import LiteRTEncoder  # noqa: E402
 from serving.captioner import cosine_similarities  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(PROJECT), "shared", "data", "flickr8k")
@@ -35,32 +34,17 @@ def main() -> None:
     paths = [dataset.image_path(name) for name in dataset.splits["train"][:count]]
     pixels = np.concatenate([batch_pixels for _, batch_pixels, _, _ in load_batches(paths, 224, 64)])
     encoder = build_encoder("mobilenet_v2", weights)
-    with tempfile.TemporaryDirectory() as folder:
-        converter = tf.lite.TFLiteConverter.from_keras_model(encoder)
-        model_path = os.path.join(folder, "encoder.tflite")
-        with open(model_path, "wb") as handle:
-            handle.write(converter.convert())
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=model_path, num_threads=os.cpu_count())
-        runner = interpreter.get_signature_runner()
-        input_name = next(iter(runner.get_input_details()))
-
-        def lite(chunk):
-            return next(iter(runner(**{input_name: chunk}).values()))
-
-        def keras_side(chunk):
-            return encode_pixels(encoder, chunk)
-
-        results, seconds = {}, {"tensorflow": [], "litert": []}
-        for side, call in (("tensorflow", keras_side), ("litert", lite)):
-            call(pixels[:batch])  # warm-up
-        for _ in range(2):  # alternating passes; each keeps its best
-            for side, call in (("tensorflow", keras_side), ("litert", lite)):
-                started = time.perf_counter()
-                results[side] = np.concatenate([call(pixels[start:start + batch])
-                                                for start in range(0, len(pixels), batch)])
-                seconds[side].append(time.perf_counter() - started)
+    lite_encoder = LiteRTEncoder(encoder)  # what preprocess.py --extract_with litert runs
+    sides = (("tensorflow", encoder), ("litert", lite_encoder))
+    results, seconds = {}, {"tensorflow": [], "litert": []}
+    for side, model in sides:
+        encode_pixels(model, pixels[:batch])  # warm-up
+    for _ in range(2):  # alternating passes; each keeps its best
+        for side, model in sides:
+            started = time.perf_counter()
+            results[side] = np.concatenate([encode_pixels(model, pixels[start:start + batch])
+                                            for start in range(0, len(pixels), batch)])
+            seconds[side].append(time.perf_counter() - started)
     cosines = cosine_similarities(results["tensorflow"], results["litert"])
     print(f"{len(pixels)} Flickr8k training images, batch {batch}, decoded beforehand; best of 2 alternating passes")
     for side in ("tensorflow", "litert"):
