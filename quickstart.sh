@@ -13,5 +13,5 @@ cd "$(dirname "$0")"
 .venv/bin/python evaluate.py --split test
 .venv/bin/python predict.py --run_dir runs/sample --image_path data/sample/Flicker8k_Dataset/shapes_0399.jpg
 .venv/bin/python predict.py --image_path pretrained/flickr8k_mobilenet_v2/encoder_check/3393035454_2d2370ffd4.jpg \
-    || echo "(the pretrained captioner needs MobileNetV2's ImageNet weights: online they download by themselves;" \
-            "offline add --weights PATH)"
+    || echo "(the pretrained captioner needs MobileNetV2's ImageNet weights and class names: online they download" \
+            "by themselves; offline add --weights PATH, and --class_names PATH or --guide none)"
