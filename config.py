@@ -111,7 +111,7 @@ class Config:
     objective: str = _option("xe", "xe: cross-entropy with teacher forcing; scst: continue the run's cross-entropy "
                              "model with self-critical training, rewarded by the CIDEr-D of sampled captions; "
                              "xe+scst: both, one after the other", choices=("xe", "scst", "xe+scst"))
-    scst_learning_rate: float = _option(1e-4, "self-critical training: Adam learning rate (the cosine's peak)")
+    scst_learning_rate: float = _option(2e-4, "self-critical training: Adam learning rate (the cosine's peak)")
     scst_epochs: int = _option(12, "self-critical training: epochs (passes over the training images)")
     scst_patience: int = _option(3, "self-critical training: stop after this many epochs without a better "
                                     "greedy dev CIDEr-D (0 = never)")
