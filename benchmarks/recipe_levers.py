@@ -25,6 +25,19 @@ from training.history import read_history  # noqa: E402
 
 COSINE_128 = ["--batch_size", "128", "--learning_rate", "2e-3", "--lr_schedule", "cosine", "--warmup_epochs", "0.5"]
 PLATEAU_32 = ["--batch_size", "32", "--learning_rate", "5e-4", "--lr_schedule", "plateau", "--dropout", "0.5"]
+
+
+def scst_from(source: str, rate: str, epochs: int = 12, seed: int = 0, note: str = "") -> tuple:
+    """A self-critical lever: `epochs` epochs on a cosine peaking at `rate`, from `source`'s cross-entropy
+    model, with every epoch run (no early stop) and `seed` (0: the default)."""
+    length = "" if epochs == 12 else f" over a {epochs}-epoch cosine"
+    what = f"self-critical at {rate}{length}, after {source}'s cross-entropy phase"
+    what += f", --seed {seed}" if seed else ""
+    flags = (["--seed", str(seed)] if seed else []) + ["--scst_learning_rate", rate, "--scst_epochs", str(epochs),
+                                                       "--scst_patience", "0"]
+    return what + note, source, flags
+
+
 # name -> (what it is, the cross-entropy run it continues or "" for a new one, train.py flags)
 LEVERS = {
     "xe_b32": ("cross-entropy, batch 32, 5e-4, halved on plateaus, dropout 0.5 (the old default)", "",
@@ -88,35 +101,20 @@ LEVERS = {
                      ["--seed", "3", "--objective", "xe+scst", "--scst_learning_rate", "1e-4"]),
     # 16 self-critical epochs instead of 12, from the cross-entropy model of a run above (a run's
     # self-critical phase restarts from its model_xe.keras).
-    "scst16_d03_b16": ("self-critical at 1e-4 over a 16-epoch cosine, after xe_b128_cos6_d03", "xe_b128_cos6_d03",
-                       ["--scst_learning_rate", "1e-4", "--scst_epochs", "16", "--scst_patience", "0"]),
-    "scst16_seed2": ("self-critical at 1e-4 over a 16-epoch cosine, after recipe_seed2's cross-entropy phase",
-                     "recipe_seed2",
-                     ["--scst_learning_rate", "1e-4", "--scst_epochs", "16", "--scst_patience", "0"]),
-    "scst16_seed3": ("self-critical at 1e-4 over a 16-epoch cosine, after recipe_seed3's cross-entropy phase",
-                     "recipe_seed3",
-                     ["--scst_learning_rate", "1e-4", "--scst_epochs", "16", "--scst_patience", "0"]),
+    "scst16_d03_b16": scst_from("xe_b128_cos6_d03", "1e-4", epochs=16),
+    "scst16_seed2": scst_from("recipe_seed2", "1e-4", epochs=16),
+    "scst16_seed3": scst_from("recipe_seed3", "1e-4", epochs=16),
     # Twice the self-critical learning rate (2e-4 at 16 images), from each of the four cross-entropy models
     # above, each with the seed of its own 12-epoch run: a lever judged on four runs, not one.
-    "scst_lr2e-4_tf": ("self-critical at 2e-4, after xe_b128_cos6_d03 (the fast recipe)", "xe_b128_cos6_d03",
-                       ["--scst_learning_rate", "2e-4", "--scst_epochs", "12", "--scst_patience", "0"]),
-    "scst_lr2e-4_litert": ("self-critical at 2e-4, after recipe_litert's cross-entropy phase", "recipe_litert",
-                           ["--scst_learning_rate", "2e-4", "--scst_epochs", "12", "--scst_patience", "0"]),
-    "scst_lr2e-4_seed2": ("self-critical at 2e-4, after recipe_seed2's cross-entropy phase, --seed 2", "recipe_seed2",
-                          ["--seed", "2", "--scst_learning_rate", "2e-4", "--scst_epochs", "12",
-                           "--scst_patience", "0"]),
-    "scst_lr2e-4_seed3": ("self-critical at 2e-4, after recipe_seed3's cross-entropy phase, --seed 3", "recipe_seed3",
-                          ["--seed", "3", "--scst_learning_rate", "2e-4", "--scst_epochs", "12",
-                           "--scst_patience", "0"]),
+    "scst_lr2e-4_tf": scst_from("xe_b128_cos6_d03", "2e-4", note=" (the fast recipe)"),
+    "scst_lr2e-4_litert": scst_from("recipe_litert", "2e-4"),
+    "scst_lr2e-4_seed2": scst_from("recipe_seed2", "2e-4", seed=2),
+    "scst_lr2e-4_seed3": scst_from("recipe_seed3", "2e-4", seed=3),
     # The whole recipe (self-critical at 2e-4) with two more seeds, then their cross-entropy models trained on at 1e-4.
     "recipe_seed4": ("the fast recipe, both phases, --seed 4", None, ["--seed", "4", "--objective", "xe+scst"]),
     "recipe_seed5": ("the fast recipe, both phases, --seed 5", None, ["--seed", "5", "--objective", "xe+scst"]),
-    "scst_lr1e-4_seed4": ("self-critical at 1e-4, after recipe_seed4's cross-entropy phase, --seed 4", "recipe_seed4",
-                          ["--seed", "4", "--scst_learning_rate", "1e-4", "--scst_epochs", "12",
-                           "--scst_patience", "0"]),
-    "scst_lr1e-4_seed5": ("self-critical at 1e-4, after recipe_seed5's cross-entropy phase, --seed 5", "recipe_seed5",
-                          ["--seed", "5", "--scst_learning_rate", "1e-4", "--scst_epochs", "12",
-                           "--scst_patience", "0"]),
+    "scst_lr1e-4_seed4": scst_from("recipe_seed4", "1e-4", seed=4),
+    "scst_lr1e-4_seed5": scst_from("recipe_seed5", "1e-4", seed=5),
 }
 
 
