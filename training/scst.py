@@ -101,6 +101,11 @@ def advantages_of(rewards: np.ndarray, samples_per_image: int, baseline: str, gr
     return (grouped - others).reshape(-1)
 
 
+def training_images(captions: dict, image_rows: dict) -> list:
+    """The training images the phase samples captions for: those with features and at least one caption."""
+    return [name for name in captions["train"] if name in image_rows and captions["train"][name]]
+
+
 def scst_batches(images: int, config: Config, rng: np.random.Generator) -> list:
     """One epoch's batches of image indices, in a random order."""
     return np.array_split(rng.permutation(images), max(1, images // config.scst_batch_size))
@@ -173,7 +178,7 @@ def train_scst(config: Config) -> dict:
                          f"trained with cross-entropy: run python train.py --run_dir {run_dir} first")
     metadata, captions, vocabulary = load_run(run_dir)
     features, image_rows = open_features(run_dir, metadata)
-    names = [name for name in captions["train"] if name in image_rows and captions["train"][name]]
+    names = training_images(captions, image_rows)
     if not names:
         raise ValueError(f"{run_dir}: no training image has features and captions; run preprocess.py again")
     length = metadata["max_caption_length"]

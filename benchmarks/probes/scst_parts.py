@@ -30,7 +30,7 @@ from inputs.run_folder import BEST_MODEL, XE_MODEL, load_run  # noqa: E402
 from model import compile_model  # noqa: E402
 from training.bookkeeping import DevScorer  # noqa: E402
 from training.reward import CiderD  # noqa: E402
-from training.scst import PolicyStep, advantages_of, scst_batches  # noqa: E402
+from training.scst import PolicyStep, advantages_of, scst_batches, training_images  # noqa: E402
 
 WARM_UP = 5
 
@@ -38,7 +38,7 @@ WARM_UP = 5
 def open_run(run_dir: str, config: Config):
     metadata, captions, vocabulary = load_run(run_dir)
     features, image_rows = open_features(run_dir, metadata)
-    names = [name for name in captions["train"] if name in image_rows and captions["train"][name]]
+    names = training_images(captions, image_rows)
     start = os.path.join(run_dir, XE_MODEL if os.path.exists(os.path.join(run_dir, XE_MODEL)) else BEST_MODEL)
     model = keras.models.load_model(start, compile=False)
     compile_model(model, config.scst_learning_rate)
