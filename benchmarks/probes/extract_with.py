@@ -15,7 +15,7 @@ import time
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, PROJECT)
 
-from config import quiet_tensorflow  # noqa: E402
+from config import quiet_tensorflow, run_script  # noqa: E402
 
 quiet_tensorflow()
 
@@ -69,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

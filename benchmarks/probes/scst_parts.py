@@ -17,7 +17,7 @@ import time
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, PROJECT)
 
-from config import Config, quiet_tensorflow  # noqa: E402
+from config import Config, quiet_tensorflow, run_script  # noqa: E402
 
 quiet_tensorflow()
 
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
