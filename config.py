@@ -90,11 +90,14 @@ class Config:
     learning_rate: float = _option(2e-3, "Adam learning rate, the peak of the cosine schedule (tuned on the Flickr8k "
                                           "dev split)")
     seed: int = _option(42, "seed for weight initialisation and shuffling")
-    resume: bool = _option(False, "continue from the last finished epoch, optimizer state included")
+    resume: bool = _option(False, "continue from the last finished epoch, optimizer state included (without it, "
+                                  "a run folder's earlier training is moved into RUN/previous_training first)")
     monitor: str = _option("cider", "what picks the kept model and drives --patience: dev CIDEr-D or BLEU-4 of "
                            "greedy captions, or dev loss", choices=("cider", "bleu4", "val_loss"))
     eval_every: int = _option(1, "caption the dev split and score it every N epochs (and after the last)")
-    patience: int = _option(5, "stop after this many epochs without a better --monitor value (0 = never stop early)")
+    patience: int = _option(5, "stop after this many scored epochs without a better --monitor value (0 = never "
+                               "stop early); epochs whose dev is not scored (--eval_every) do not count, while "
+                               "--monitor val_loss scores every epoch")
     strategy: str = _option("none", "tf.distribute: mirrored (every GPU of this machine, or its logical CPUs) or "
                                     "multi_worker (several machines configured by TF_CONFIG; README, 'Several "
                                     "machines'); --batch_size is the global batch, split across replicas",
@@ -102,8 +105,8 @@ class Config:
     tensorboard: bool = _option(False, "also write TensorBoard logs into RUN/tensorboard: Keras's loss and accuracy, "
                                        "and per epoch the dev BLEU-4 / CIDEr-D, the learning rate and the history "
                                        "columns (tensorboard --logdir runs)")
-    decay_patience: int = _option(2, "--lr_schedule plateau: halve the learning rate after this many epochs "
-                                     "without a better --monitor value (0 = constant learning rate)")
+    decay_patience: int = _option(2, "--lr_schedule plateau: halve the learning rate after this many scored "
+                                     "epochs without a better --monitor value (0 = constant learning rate)")
     lr_schedule: str = _option("cosine", "plateau: the learning rate stays, halved after --decay_patience epochs "
                                           "without a better --monitor value; cosine: a linear warm-up over "
                                           "--warmup_epochs, then a cosine decay to 0 over the phase's epochs "
@@ -117,8 +120,8 @@ class Config:
                              "xe+scst: both, one after the other", choices=("xe", "scst", "xe+scst"))
     scst_learning_rate: float = _option(2e-4, "self-critical training: Adam learning rate (the cosine's peak)")
     scst_epochs: int = _option(12, "self-critical training: epochs (passes over the training images)")
-    scst_patience: int = _option(3, "self-critical training: stop after this many epochs without a better "
-                                    "greedy dev CIDEr-D (0 = never)")
+    scst_patience: int = _option(3, "self-critical training: stop after this many scored epochs (--eval_every) "
+                                    "without a better greedy dev CIDEr-D (0 = never)")
     scst_samples: int = _option(5, "self-critical training: captions sampled per image")
     scst_baseline: str = _option("mean", "self-critical training: what a sample's reward is compared with: the mean "
                                  "reward of the image's other samples, or the reward of its greedy caption",

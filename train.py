@@ -34,8 +34,9 @@ from decoders.steps import decoder_name  # noqa: E402
 from inputs.encoders import describe_fine_tuning  # noqa: E402
 from inputs.feature_store import feature_shape, open_features  # noqa: E402
 from inputs.json_files import read_json  # noqa: E402
-from inputs.run_folder import (BEST_MODEL, CURVES, HISTORY, LAST_MODEL, METADATA, STATE, TENSORBOARD,  # noqa: E402
-                               load_run, read_metadata, save_config)
+from inputs.run_folder import (BEST_MODEL, CURVES, LAST_MODEL, METADATA, PREVIOUS_TRAINING, STATE,  # noqa: E402
+                               TENSORBOARD, later_phase_files, load_run, move_previous_training, read_metadata,
+                               save_config)
 from model import build_model, build_training_model, compile_model  # noqa: E402
 from preprocess import preprocess  # noqa: E402
 from training.bookkeeping import (MONITORS, DevScorer, EpochBookkeeping, dev_scoring_due,  # noqa: E402
@@ -131,8 +132,6 @@ def open_model(config: Config, run_dir: str, data: TrainingData, monitor: str, s
         if not resuming:
             model = build_model(config, len(data.vocabulary), feature_shape(data.metadata))
             compile_model(model, config.learning_rate)
-            if chief and os.path.exists(os.path.join(run_dir, HISTORY)):
-                os.remove(os.path.join(run_dir, HISTORY))
             return model, state
         if state["monitor"] != monitor:
             raise ValueError(f"{run_dir} was trained with --monitor {state['monitor']}; resume with the same "
@@ -145,6 +144,23 @@ def open_model(config: Config, run_dir: str, data: TrainingData, monitor: str, s
     print(f"resuming after epoch {state['epochs_done']} (best {MONITORS[monitor][0]} "
           f"{state['best']} at epoch {state['best_epoch']})")
     return model, state
+
+
+def set_aside_earlier_training(run_dir: str, fresh: bool, chief: bool) -> None:
+    """Before cross-entropy epochs: a fresh training moves the folder's earlier training aside, so no later
+    phase starts from, or is reported as, the old run's; continuing a cross-entropy model that a later
+    phase has already continued is refused, since that phase would then stand on an older model."""
+    if fresh:
+        moved = move_previous_training(run_dir) if chief else None
+        if moved:
+            print(f"{run_dir} held an earlier training: moved it into {moved} (its models, history and any later "
+                  f"phase), so this one starts afresh; --resume continues a run instead")
+        return
+    later = later_phase_files(run_dir)
+    if later:
+        raise ValueError(f"{run_dir}: a later phase ({later[0]}) already continued this cross-entropy model, and "
+                         f"more cross-entropy epochs would leave it behind: leave out --resume to train afresh (the "
+                         f"earlier training moves into {PREVIOUS_TRAINING}), or train in a new --run_dir")
 
 
 def train_cross_entropy(config: Config) -> dict:
@@ -175,6 +191,7 @@ def train_cross_entropy(config: Config) -> dict:
     model, state = open_model(config, run_dir, data, monitor, strategy, chief)
     if finished_before(state, config.epochs, config.patience, "xe"):
         return state
+    set_aside_earlier_training(run_dir, state["epochs_done"] == 0, chief)
     # Saved only now: a command refused above must not overwrite the record of the run that made this folder.
     if chief:
         save_config(config, run_dir, "train")

@@ -372,11 +372,11 @@ def bench_scst(image_count: int, passes: int):
     reward_seconds, reward = timed(CiderD, references, vocabulary.tokens)
     image_rows = np.arange(image_count)
     warm = image_rows[:64]
-    scst_epoch(sampler, policy_step, CiderD(references[:64], vocabulary.tokens), features, warm, rng, config)
+    scst_epoch(sampler, policy_step, CiderD(references[:64], vocabulary.tokens), features, warm, 0, config)
     xe_times, scst_times = [], []
-    for _ in range(passes):
+    for epoch in range(passes):
         xe_times.append(fit_one_epoch(model, features, rows, tokens, config.batch_size))
-        seconds, (_, mean_reward) = timed(scst_epoch, sampler, policy_step, reward, features, image_rows, rng, config)
+        seconds, (_, mean_reward) = timed(scst_epoch, sampler, policy_step, reward, features, image_rows, epoch, config)
         scst_times.append(seconds)
     xe = row(f"cross-entropy epoch, batch 32 captions (best of {passes})", len(rows), min(xe_times), "captions")
     row(f"self-critical epoch, 16 images x 5 samples (best of {passes})", len(rows), min(scst_times), "captions", xe)
@@ -385,7 +385,7 @@ def bench_scst(image_count: int, passes: int):
     # The reward alone, for one epoch's samples, beside pycocoevalcap's CIDEr-D on the same captions.
     from pycocoevalcap.cider.cider import Cider
 
-    samples = np.concatenate([sampler.sample(features[i:i + 256], config.scst_samples)
+    samples = np.concatenate([sampler.sample(features[i:i + 256], config.scst_samples, (config.seed, i))
                               for i in range(0, image_count, 256)])
     images = np.repeat(image_rows, config.scst_samples)
     texts = [vocabulary.decode(sample) + " <end>" * bool((sample == 3).any()) for sample in samples]

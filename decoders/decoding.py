@@ -95,12 +95,13 @@ class CaptionDecoder:
     def _greedy_batch(self, image_features):
         return self._one_path(image_features, 1, sample=False)
 
-    def _sample_batch(self, image_features, samples: int):
-        return self._one_path(image_features, samples, sample=True)
+    def _sample_batch(self, image_features, samples: int, seed):
+        return self._one_path(image_features, samples, sample=True, seed=seed)
 
-    def _one_path(self, image_features, copies: int, sample: bool):
+    def _one_path(self, image_features, copies: int, sample: bool, seed=None):
         """Greedy (the likeliest word) or sampled (a word drawn from the distribution) captions;
-        `copies` rows per image, image i's rows together."""
+        `copies` rows per image, image i's rows together. Sampling is stateless: step t draws with
+        `seed` folded with t, so the same seed gives the same captions whatever ran before."""
         constants, state = self.steps.start(image_features)
         if copies > 1:
             constants = [tf.repeat(constant, copies, axis=0) for constant in constants]
@@ -112,7 +113,8 @@ class CaptionDecoder:
         for step in tf.range(steps):
             log_probabilities, state = self._log_probabilities(token, history, state, constants, step)
             if sample:
-                token = tf.random.categorical(log_probabilities, 1, dtype=tf.int32)[:, 0]
+                step_seed = tf.random.experimental.stateless_fold_in(seed, step)
+                token = tf.random.stateless_categorical(log_probabilities, 1, step_seed, dtype=tf.int32)[:, 0]
             else:
                 token = tf.argmax(log_probabilities, axis=-1, output_type=tf.int32)
             token = tf.where(finished, PAD_ID, token)
@@ -172,11 +174,12 @@ class CaptionDecoder:
             rows.extend(self._greedy(chunk).numpy())
         return rows
 
-    def sample(self, image_features: np.ndarray, samples: int) -> np.ndarray:
+    def sample(self, image_features: np.ndarray, samples: int, seed: Sequence[int]) -> np.ndarray:
         """`samples` captions per image drawn from the model's word distribution, as token ids
-        (rows image by image: words, <end>, then <pad>)."""
+        (rows image by image: words, <end>, then <pad>). `seed`, two integers, fixes the draws: the
+        same seed, model and images give the same captions (TensorFlow's global generator is not used)."""
         features = tf.convert_to_tensor(np.asarray(image_features, np.float32))
-        return self._sample(features, samples).numpy()
+        return self._sample(features, samples, tf.constant(seed, tf.int32)).numpy()
 
     def beam_search(self, image_features: np.ndarray, beam_size: int, length_penalty: float = 0.0,
                     batch_size: int = 64) -> List[List[Hypothesis]]:

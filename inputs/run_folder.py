@@ -9,7 +9,7 @@ Every script finds these files by the names below; docs/run_folder.md describes 
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from config import Config, resolved_config
 from inputs.json_files import read_json, write_json
@@ -32,6 +32,11 @@ PHASE_FILES = {"xe": ("last_epoch.keras", "training_state.json"),
 ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES = "encoder_check", "features.npy"
 # The scripts whose resolved configuration a run keeps, as config_<script>.json.
 CONFIG_SCRIPTS = ("preprocess", "train", "train_fine_tune", "train_scst")
+# Where a fresh cross-entropy training moves the record of the training before it (a number follows
+# when that folder exists: previous_training_2, ...).
+PREVIOUS_TRAINING = "previous_training"
+# evaluate.py's files (evaluation_<split>....json, report_<split>....html/png) start so.
+EVALUATION_PREFIXES = ("evaluation_", "report_")
 
 
 def config_file(script: str) -> str:
@@ -76,3 +81,36 @@ def latest_training_state(run_dir: str) -> dict:
         if state is not None:
             return {"phase": phase, **state}
     return {}
+
+
+def later_phase_files(run_dir: str) -> List[str]:
+    """The files of the phases that continued the run's cross-entropy model (self-critical training,
+    encoder fine-tuning's checkpoints and state) present in the run folder."""
+    later = [XE_MODEL, LAST_ENCODER, config_file("train_scst"), config_file("train_fine_tune")]
+    later += [name for phase in ("fine_tune", "scst") for name in PHASE_FILES[phase]]
+    return [name for name in later if os.path.exists(os.path.join(run_dir, name))]
+
+
+def training_record(run_dir: str) -> List[str]:
+    """What the training phases and evaluate.py wrote into the run folder: the models and checkpoints,
+    states, configurations, history and curves, evaluations and reports. Not the features, vocabulary,
+    captions, metadata, nor a fine-tuned encoder.keras and frozen_encoder/: those the run's features need."""
+    names = [BEST_MODEL, HISTORY, CURVES, TENSORBOARD, config_file("train"), *PHASE_FILES["xe"]]
+    kept = [name for name in names if os.path.exists(os.path.join(run_dir, name))] + later_phase_files(run_dir)
+    return kept + sorted(name for name in os.listdir(run_dir) if name.startswith(EVALUATION_PREFIXES))
+
+
+def move_previous_training(run_dir: str) -> Optional[str]:
+    """Moves training_record(run_dir) into a new PREVIOUS_TRAINING folder of the run folder, so a fresh
+    training neither reuses nor destroys it; that folder, or None when there was nothing to move."""
+    names = training_record(run_dir)
+    if not names:
+        return None
+    folder, number = os.path.join(run_dir, PREVIOUS_TRAINING), 1
+    while os.path.exists(folder):
+        number += 1
+        folder = os.path.join(run_dir, f"{PREVIOUS_TRAINING}_{number}")
+    os.makedirs(folder)
+    for name in names:
+        os.replace(os.path.join(run_dir, name), os.path.join(folder, name))
+    return folder

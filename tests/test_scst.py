@@ -51,7 +51,7 @@ def test_a_positive_advantage_makes_the_sample_more_likely(trained_run):
     compile_model(model, 0.01)
     image_features = np.asarray(features[[0, 0]], np.float32)
     sampler = CaptionDecoder(model, metadata["max_caption_length"])
-    samples = sampler.sample(image_features[:1], 2)
+    samples = sampler.sample(image_features[:1], 2, seed=(0, 0))
 
     def log_probability(row):
         """The sample's log-probability under the policy: the model renormalised over writable words."""
@@ -181,3 +181,39 @@ def test_a_history_written_before_the_objective_column_is_rewritten_with_it(tmp_
     rows = read_history(path)
     assert [(row["epoch"], row["objective"]) for row in rows] == [(1, "xe"), (2, "xe"), (3, "scst")]
     assert rows[1]["dev_cider"] == 0.33 and rows[2]["reward"] == 0.38 and "loss" not in rows[2]
+
+
+def test_an_interrupted_and_resumed_phase_trains_what_an_uninterrupted_one_trains(trained_run, tmp_path, monkeypatch):
+    """Each epoch's batch order and samples come from (--seed, epoch), the cosine schedule from the
+    optimizer's step count saved with the checkpoint: resuming repeats the uninterrupted run exactly."""
+    import dataclasses
+
+    from training import scst
+
+    runs = {name: str(tmp_path / name) for name in ("whole", "resumed")}
+    for run_dir in runs.values():
+        shutil.copytree(trained_run.run_dir, run_dir)
+    train(scst_config(trained_run, runs["whole"], scst_epochs=2))
+    config = scst_config(trained_run, runs["resumed"], scst_epochs=2)
+    uninterrupted_epoch, epochs_begun = scst.scst_epoch, []
+
+    def interrupted_in_the_second_epoch(*arguments, **keywords):
+        epochs_begun.append(1)
+        if len(epochs_begun) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C would, half-way through
+        return uninterrupted_epoch(*arguments, **keywords)
+
+    monkeypatch.setattr(scst, "scst_epoch", interrupted_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr(scst, "scst_epoch", uninterrupted_epoch)
+    assert read_json(runs["resumed"], "training_state_scst.json")["epochs_done"] == 1
+    train(dataclasses.replace(config, resume=True))
+    for name in ("last_epoch_scst.keras", "model.keras"):
+        whole, resumed = (model_weights(os.path.join(runs[run], name)) for run in ("whole", "resumed"))
+        for weight, same in zip(whole, resumed):
+            np.testing.assert_array_equal(weight, same)  # equal bit for bit, not within a tolerance
+    rows = {run: read_history(os.path.join(run_dir, "history.csv"))[2:] for run, run_dir in runs.items()}
+    for row, same in zip(rows["whole"], rows["resumed"]):
+        assert {key: row[key] for key in ("epoch", "scst_loss", "reward", "dev_cider")} == \
+               {key: same[key] for key in ("epoch", "scst_loss", "reward", "dev_cider")}

@@ -59,8 +59,18 @@ def is_better(value: float, best: Optional[float], higher_is_better: bool) -> bo
     return value > best if higher_is_better else value < best
 
 
-def patience_exhausted(epochs_done: int, best_epoch: int, patience: int) -> bool:
-    return bool(patience) and epochs_done - best_epoch >= patience
+def patience_exhausted(unimproved: int, patience: int) -> bool:
+    """`unimproved`: scored epochs since the best one. Patience counts scored epochs only: an epoch whose
+    monitored value was not computed (dev not scored, --eval_every) cannot have failed to improve it."""
+    return bool(patience) and unimproved >= patience
+
+
+def unimproved_scores(state: dict) -> tuple[int, int]:
+    """(scored epochs since the best, and since the later of the best and the last halving) of a saved
+    state; a state written before these were kept counts every epoch, as it was trained."""
+    done, best_epoch = state.get("epochs_done", 0), state.get("best_epoch", 0)
+    since_best = state.get("scored_since_best", done - best_epoch)
+    return since_best, state.get("scored_since_decay", done - max(best_epoch, state.get("last_decay_epoch", 0)))
 
 
 def learning_rate_of(model: keras.Model) -> float:
@@ -86,7 +96,7 @@ def resumable_state(run_dir: str, phase: str, resume: bool, also_needs=()) -> Op
 def finished_before(state: dict, epochs: int, patience: int, phase: str) -> bool:
     """True (and says so) when the phase's saved state already stopped early or ran `epochs` epochs."""
     done, best_epoch = state.get("epochs_done", 0), state.get("best_epoch", 0)
-    if patience_exhausted(done, best_epoch, patience):
+    if patience_exhausted(unimproved_scores(state)[0], patience):
         print(f"{PHASE_NAMES[phase]} stopped early before (best at epoch {best_epoch}, patience {patience})")
         return True
     if done >= epochs:
@@ -131,6 +141,7 @@ class EpochBookkeeping(keras.callbacks.Callback):
         self.captioner, self.writes = captioner, writes
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
         self.last_decay = state.get("last_decay_epoch", 0)
+        self.scored_since_best, self.scored_since_decay = unimproved_scores(state)
         self.started = time.monotonic()
         # The per-epoch numbers of history.csv (every phase) as TensorBoard scalars, beside Keras's own logs.
         self.summaries = (tf.summary.create_file_writer(os.path.join(run_dir, TENSORBOARD, "epochs"))
@@ -147,7 +158,10 @@ class EpochBookkeeping(keras.callbacks.Callback):
         row.update(epoch=self.epoch_offset + done, objective=self.objective,
                    seconds=round(time.monotonic() - self.started, 1))
         column, higher_is_better = MONITORS[self.monitor]
-        improved = column in row and is_better(row[column], self.best, higher_is_better)
+        scored = column in row
+        improved = scored and is_better(row[column], self.best, higher_is_better)
+        self.scored_since_best = 0 if improved else self.scored_since_best + int(scored)
+        self.scored_since_decay = 0 if improved else self.scored_since_decay + int(scored)
         if improved:
             self.best, self.best_epoch = row[column], done
             if self.writes:
@@ -162,22 +176,22 @@ class EpochBookkeeping(keras.callbacks.Callback):
         print(f"{phase}epoch {done}/{self.config.epochs}  {shown}  ({row['seconds']:.0f} s)"
               + (f"  (best so far{': saved' if self.writes else ''})" if improved else ""), flush=True)
         if decayed:
-            print(f"no better {column} for {self.config.decay_patience} epochs: learning rate halved to "
+            print(f"no better {column} in {self.config.decay_patience} scored epochs: learning rate halved to "
                   f"{learning_rate_of(self.model):.2e}")
-        if patience_exhausted(done, self.best_epoch, self.config.patience):
-            print(f"stopping early: no better {column} for {self.config.patience} epochs "
+        if patience_exhausted(self.scored_since_best, self.config.patience):
+            print(f"stopping early: no better {column} in {self.config.patience} scored epochs "
                   f"(best at epoch {self.best_epoch})")
             self.model.stop_training = True
 
     def _halve_learning_rate_on_plateau(self, done: int) -> bool:
         decay = self.config.decay_patience
-        if self.config.lr_schedule != "plateau" or not decay or done - max(self.best_epoch, self.last_decay) < decay:
+        if self.config.lr_schedule != "plateau" or not decay or self.scored_since_decay < decay:
             return False
         # A plateau: smaller steps often find a better model than stopping would.
         self.model.optimizer.learning_rate.assign(learning_rate_of(self.model) * 0.5)
         if self.encoder is not None:
             self.encoder.optimizer.learning_rate.assign(learning_rate_of(self.encoder) * 0.5)
-        self.last_decay = done
+        self.last_decay, self.scored_since_decay = done, 0
         return True
 
     def _write_epoch(self, done: int, row: Dict[str, object]) -> None:
@@ -188,7 +202,8 @@ class EpochBookkeeping(keras.callbacks.Callback):
         self.captioner.save(os.path.join(self.run_dir, self.last_model))
         write_json(os.path.join(self.run_dir, self.state_file),
                    {"epochs_done": done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch,
-                    "last_decay_epoch": self.last_decay,
+                    "last_decay_epoch": self.last_decay, "scored_since_best": self.scored_since_best,
+                    "scored_since_decay": self.scored_since_decay,
                     "learning_rate": learning_rate_of(self.model), "epoch_offset": self.epoch_offset,
                     "kept_before": self.kept_before})
         append_history(os.path.join(self.run_dir, HISTORY), row)

@@ -106,26 +106,39 @@ def training_images(captions: dict, image_rows: dict) -> list:
     return [name for name in captions["train"] if name in image_rows and captions["train"][name]]
 
 
+def batches_per_epoch(images: int, config: Config) -> int:
+    """How many batches one epoch over `images` training images has (scst_batches splits them so)."""
+    return max(1, images // config.scst_batch_size)
+
+
+def epoch_generator(seed: int, epoch: int) -> np.random.Generator:
+    """All the randomness of self-critical epoch `epoch` (counting from 0): its batch order, then each
+    batch's sampling seed. Derived from (--seed, epoch) alone, so a run resumed after epoch k draws in
+    epoch k + 1 what an uninterrupted run draws there."""
+    return np.random.default_rng([seed, epoch])
+
+
 def scst_batches(images: int, config: Config, rng: np.random.Generator) -> list:
     """One epoch's batches of image indices, in a random order."""
-    return np.array_split(rng.permutation(images), max(1, images // config.scst_batch_size))
+    return np.array_split(rng.permutation(images), batches_per_epoch(images, config))
 
 
 def scst_epoch(sampler: CaptionDecoder, policy_step: PolicyStep, reward: CiderD, features, rows: np.ndarray,
-               rng: np.random.Generator, config: Config, progress: bool = False,
+               epoch: int, config: Config, progress: bool = False,
                schedule: Optional[CosineSchedule] = None) -> tuple[float, float]:
-    """One pass over the images (`rows[i]`: image i's feature row; image i is reward's image i), in
+    """Epoch `epoch` over the images (`rows[i]`: image i's feature row; image i is reward's image i), in
     random batches of `config.scst_batch_size`: (mean policy loss, mean sample reward). `schedule` sets
     the learning rate before each step."""
     losses, rewards = [], []
     samples_per_image = config.scst_samples
+    rng = epoch_generator(config.seed, epoch)
     batches = scst_batches(len(rows), config, rng)
     with tqdm(batches, unit="batch", desc="self-critical", disable=not progress, leave=False) as shown:
         for batch in shown:
             if schedule is not None:
                 schedule.before_step()
             image_features = np.asarray(features[rows[batch]], np.float32)
-            samples = sampler.sample(image_features, samples_per_image)
+            samples = sampler.sample(image_features, samples_per_image, rng.integers(0, 2 ** 31 - 1, size=2))
             sample_rewards = reward.score_tokens(samples, np.repeat(batch, samples_per_image))
             greedy_rewards = None
             if config.scst_baseline == "greedy":
@@ -201,15 +214,14 @@ def train_scst(config: Config) -> dict:
     bookkeeping = EpochBookkeeping(run_dir, phase, "cider", state, dev_scorer, model, objective="scst",
                                    epoch_offset=epoch_offset, kept_before=kept_before)
     bookkeeping.set_model(model)
-    rng = np.random.default_rng(config.seed + state["epochs_done"])
     schedule = None if config.lr_schedule == "plateau" else CosineSchedule(
-        model.optimizer, config.scst_learning_rate, len(scst_batches(len(rows), config, rng)) * config.scst_epochs)
+        model.optimizer, config.scst_learning_rate, batches_per_epoch(len(rows), config) * config.scst_epochs)
     print(f"self-critical training on {len(names)} images, {config.scst_samples} samples each, baseline "
           f"{config.scst_baseline}, learning rate {float(model.optimizer.learning_rate.numpy()):.2e}"
           + (" (cosine schedule)" if schedule else ""))
     for epoch in range(state["epochs_done"], config.scst_epochs):
         bookkeeping.on_epoch_begin(epoch)
-        loss, mean_reward = scst_epoch(sampler, policy_step, reward, features, rows, rng, config,
+        loss, mean_reward = scst_epoch(sampler, policy_step, reward, features, rows, epoch, config,
                                        progress=sys.stdout.isatty(), schedule=schedule)
         bookkeeping.on_epoch_end(epoch, {"scst_loss": loss, "reward": mean_reward})
         if model.stop_training:

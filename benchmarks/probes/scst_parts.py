@@ -30,7 +30,7 @@ from inputs.run_folder import BEST_MODEL, XE_MODEL, load_run  # noqa: E402
 from model import compile_model  # noqa: E402
 from training.bookkeeping import DevScorer  # noqa: E402
 from training.reward import CiderD  # noqa: E402
-from training.scst import PolicyStep, advantages_of, scst_batches, training_images  # noqa: E402
+from training.scst import PolicyStep, advantages_of, epoch_generator, scst_batches, training_images  # noqa: E402
 
 WARM_UP = 5
 
@@ -58,14 +58,15 @@ def main() -> None:
     policy_step = PolicyStep(model, sampler.writable)
     reward = CiderD([captions["train"][name] for name in names], vocabulary.tokens, count_end=True)
     rows = np.array([image_rows[name] for name in names])
-    epoch_batches = scst_batches(len(rows), config, np.random.default_rng(config.seed))
+    rng = epoch_generator(config.seed, 0)
+    epoch_batches = scst_batches(len(rows), config, rng)
     seconds = {"sample": [], "reward": [], "policy step": []}
     print(f"# load average {os.getloadavg()[0]:.2f} at the start; {len(names)} training images, "
           f"{len(epoch_batches)} batches of {config.scst_batch_size} per epoch")
     for index, batch in enumerate(epoch_batches[:batches + WARM_UP]):
         image_features = np.asarray(features[rows[batch]], np.float32)
         started = time.perf_counter()
-        samples = sampler.sample(image_features, config.scst_samples)
+        samples = sampler.sample(image_features, config.scst_samples, rng.integers(0, 2 ** 31 - 1, size=2))
         sampled = time.perf_counter()
         sample_rewards = reward.score_tokens(samples, np.repeat(batch, config.scst_samples))
         advantage = advantages_of(sample_rewards, config.scst_samples, config.scst_baseline)
