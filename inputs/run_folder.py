@@ -32,6 +32,8 @@ PHASE_FILES = {"xe": ("last_epoch.keras", "training_state.json"),
 ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES = "encoder_check", "features.npy"
 # The scripts whose resolved configuration a run keeps, as config_<script>.json.
 CONFIG_SCRIPTS = ("preprocess", "train", "train_fine_tune", "train_scst")
+# The settings preprocess fixed for a run, as metadata.json records them under their Config field names.
+RUN_SETTINGS = ("encoder", "encoder_seed", "features", "min_word_count")
 # Where a fresh cross-entropy training moves the record of the training before it (a number follows
 # when that folder exists: previous_training_2, ...).
 PREVIOUS_TRAINING = "previous_training"
@@ -45,10 +47,17 @@ def config_file(script: str) -> str:
 
 
 def save_config(config: Config, run_dir: str, script: str) -> str:
-    """Writes the resolved configuration of one script's run as JSON into the run folder."""
+    """Writes the resolved configuration of one script's run as JSON into the run folder. A training
+    script records the preprocessing settings the run folder was made with (RUN_SETTINGS, from its
+    metadata), not its own flags': train.py --decoder attention extracts spatial features without
+    --features spatial, and a folder preprocessed before keeps its encoder whatever --encoder says."""
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, config_file(script))
-    write_json(path, resolved_config(config, run_dir), indent=2)
+    values = resolved_config(config, run_dir)
+    if script != "preprocess" and os.path.exists(os.path.join(run_dir, METADATA)):
+        metadata = read_metadata(run_dir)
+        values.update({key: metadata[key] for key in RUN_SETTINGS if key in metadata})
+    write_json(path, values, indent=2)
     return path
 
 

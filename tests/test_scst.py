@@ -114,6 +114,7 @@ def test_scst_with_the_attention_decoder(attention_run, tmp_path):
     shutil.copytree(attention_run.run_dir, run_dir)
     state = train(scst_config(attention_run, run_dir, scst_epochs=1, block_bad_endings=True))
     assert state["epochs_done"] == 1
+    assert read_json(run_dir, "config_train_scst.json")["features"] == "spatial"  # the run's, not the flag's
     result = run_main("evaluate.py", "--run_dir", run_dir, "--data_dir", attention_run.data_dir, "--split", "dev",
                       "--model_file", "model_xe.keras", "--beam_size", "1")
     assert result.returncode == 0, result.stderr
