@@ -368,7 +368,7 @@ def bench_scst(image_count: int, passes: int):
     model = build_model(config, len(vocabulary), (1280,))
     compile_model(model, config.learning_rate)
     sampler = CaptionDecoder(model, length)
-    policy_step = PolicyStep(model, sampler.writable)
+    policy_step = PolicyStep(model, sampler)
     reward_seconds, reward = timed(CiderD, references, vocabulary.tokens)
     image_rows = np.arange(image_count)
     warm = image_rows[:64]
