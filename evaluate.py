@@ -143,6 +143,15 @@ def model_captions(config: Config):
         base.format("report")
 
 
+def model_label(beam_size: int, guided: bool) -> str:
+    """The scores' row label: how the captions were decoded. Guided captions come from a constrained search
+    at least GUIDED_BEAM wide, whatever --beam_size, so a guided run says so."""
+    from serving.guidance import GUIDED_BEAM
+
+    plain = "greedy" if beam_size == 1 else f"beam {beam_size}"
+    return f"model ({plain}; guided: beam {max(beam_size, GUIDED_BEAM)})" if guided else f"model ({plain})"
+
+
 def evaluate(config: Config) -> dict:
     """Scores the captions of a split (the run's, or a captions file's); the evaluation file's content."""
     if config.captions:
@@ -154,8 +163,7 @@ def evaluate(config: Config) -> dict:
         references, missing, generated, image_dir, source, output, report_base = model_captions(config)
     if not generated:
         raise ValueError(f"no {config.split} image has a caption to score")
-    label = ("captions file" if config.captions else
-             "model (greedy)" if config.beam_size == 1 else f"model (beam {config.beam_size})")
+    label = "captions file" if config.captions else model_label(config.beam_size, "guided_images" in source)
     result = score_captions(config, references, generated, missing, label)
     result = {"split": config.split, **source, "config": resolved_config(config, source.get("run_dir", config.run_dir)),
               **result}
@@ -186,10 +194,12 @@ def score_captions(config: Config, references: dict, generated: Dict[str, str], 
     print(f"COCO metrics: {COCO_PROTOCOL}")
     print(f"NLTK BLEU: {PROTOCOL}")
     print(f"{config.split}: {len(names)} images scored, {len(missing)} missing")
-    print(f"{'':24s}" + "".join(f"{name:>9s}" for name in COCO_METRICS))
-    print(f"{label:24s}" + "".join(f"{format_score(scores.corpus[name]):>9s}" for name in COCO_METRICS))
-    print(f"{'caption prior':24s}" + "".join(f"{format_score(prior_scores.corpus[name]):>9s}" for name in COCO_METRICS))
-    print(f"{'NLTK BLEU, same captions':24s}" + "".join(f"{value:9.4f}" for value in nltk_scores.values()))
+    width = max(24, len(label) + 1)  # the first column: the longest row label
+    print(" " * width + "".join(f"{name:>9s}" for name in COCO_METRICS))
+    print(f"{label:{width}s}" + "".join(f"{format_score(scores.corpus[name]):>9s}" for name in COCO_METRICS))
+    print(f"{'caption prior':{width}s}" + "".join(f"{format_score(prior_scores.corpus[name]):>9s}"
+                                                  for name in COCO_METRICS))
+    print(f"{'NLTK BLEU, same captions':{width}s}" + "".join(f"{value:9.4f}" for value in nltk_scores.values()))
     for metric, reason in scores.unavailable.items():
         print(f"{metric} unavailable: {reason}")
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")
