@@ -25,7 +25,7 @@ quiet_tensorflow()
 
 from data_loader import load_dataset  # noqa: E402
 from inputs.json_files import read_json, write_json  # noqa: E402
-from inputs.run_folder import BEST_MODEL, CAPTIONS  # noqa: E402
+from inputs.run_folder import CAPTIONS, evaluation_file  # noqa: E402
 from scoring.metrics import COCO_METRICS, COCO_PROTOCOL, PROTOCOL, bleu_scores, coco_scores, format_score  # noqa: E402
 from scoring.metrics import caption_statistics, most_common_caption  # noqa: E402
 from scoring.report import write_report  # noqa: E402
@@ -100,19 +100,6 @@ def captions_file_captions(config: Config):
     return references, missing, generated, dataset.image_dir
 
 
-def output_suffix(config: Config, captioner) -> str:
-    """What names an evaluation file after its decoding: _beam3, _norepeat3, _ensemble4, ..."""
-    suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
-    suffix += f"_lp{config.length_penalty:g}" if config.length_penalty and config.beam_size > 1 else ""
-    suffix += f"_norepeat{config.no_repeat_ngram_size}" if config.no_repeat_ngram_size else ""
-    suffix += "_noendings" if config.block_bad_endings else ""
-    suffix += f"_{os.path.splitext(config.model_file)[0]}" if config.model_file != BEST_MODEL else ""
-    suffix += f"_ensemble{len(captioner.run_dirs)}" if len(captioner.run_dirs) > 1 else ""
-    suffix += "_arithmetic" if captioner.ensemble_mean == "arithmetic" else ""
-    suffix += f"_guided{captioner.guide_threshold:g}" if captioner.tagger is not None else ""
-    return suffix
-
-
 def model_captions(config: Config):
     """The run's (or ensemble's, or package's) captions of the split, and where its results are written."""
     from serving.captioner import Captioner, check_encoder, warn_if_untrained
@@ -138,9 +125,13 @@ def model_captions(config: Config):
         print(f"guided {len(guided)} of {len(names)} captions by their ImageNet tags (threshold "
               f"{captioner.guide_threshold:g})")
         source["guided_images"] = guided
-    base = os.path.join(run_dir, f"{{}}_{config.split}{output_suffix(config, captioner)}")
-    return references, missing, generated, image_dir, source, base.format("evaluation") + ".json", \
-        base.format("report")
+    decoding = dict(beam_size=config.beam_size, length_penalty=config.length_penalty,
+                    no_repeat_ngram_size=config.no_repeat_ngram_size, block_bad_endings=config.block_bad_endings,
+                    model_file=config.model_file, ensemble_size=len(captioner.run_dirs),
+                    ensemble_mean=captioner.ensemble_mean,
+                    guide_threshold=captioner.guide_threshold if captioner.tagger is not None else None)
+    return references, missing, generated, image_dir, source, evaluation_file(run_dir, config.split, **decoding), \
+        evaluation_file(run_dir, config.split, **decoding, kind="report")
 
 
 def model_label(beam_size: int, guided: bool) -> str:

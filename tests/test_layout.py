@@ -103,6 +103,24 @@ def test_each_run_folder_file_name_is_spelled_in_one_place():
         assert not (literals & names) - allowed, f"{module} spells {sorted((literals & names) - allowed)}"
 
 
+def test_evaluation_file_names_are_built_in_the_run_folder_module_only():
+    """evaluate.py writes them and benchmarks read them: both ask inputs/run_folder.py's evaluation_file."""
+    from inputs.run_folder import EVALUATION_PREFIXES
+
+    paths = dict(project_modules())
+    for folder in ("benchmarks", os.path.join("benchmarks", "probes")):
+        paths.update({f"{folder}/{name}": os.path.join(PROJECT, folder, name)
+                      for name in os.listdir(os.path.join(PROJECT, folder)) if name.endswith(".py")})
+    for module, path in paths.items():
+        if module == "inputs.run_folder":
+            continue
+        with open(path, encoding="utf-8") as handle:
+            built = {node.value for node in ast.walk(ast.parse(handle.read()))
+                     if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                     and node.value.startswith(EVALUATION_PREFIXES)}
+        assert not built, f"{module} builds an evaluation file name itself: {sorted(built)}"
+
+
 def drawing() -> str:
     """The floors as docs/scripts.md draws them: `python tests/test_layout.py` prints them."""
     by_floor: Dict[int, List[str]] = {}
