@@ -102,7 +102,8 @@ def captions_file_captions(config: Config):
 
 def model_captions(config: Config):
     """The run's (or ensemble's, or package's) captions of the split, and where its results are written."""
-    from serving.captioner import Captioner, check_encoder, warn_if_untrained
+    from serving.captioner import Captioner
+    from serving.encoder_check import check_encoder, warn_if_untrained
 
     captioner = Captioner.from_config(config)
     run_dir = captioner.run_dir

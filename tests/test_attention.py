@@ -111,7 +111,7 @@ def test_save_and_load_round_trip(model, tmp_path):
 def test_an_attention_model_saved_when_the_layer_lived_in_attention_py_still_loads():
     """tests/data/attention_decoder_v1.keras was saved while the layer's module was `attention` (the top
     folder); it loads by its registered name, captioner>AttentionLSTM, and computes what it computed then."""
-    from serving.captioner import load_decoder
+    from serving.loading import load_decoder
 
     folder = os.path.join(PROJECT, "tests", "data")
     loaded = load_decoder(os.path.join(folder, "attention_decoder_v1.keras"))

@@ -287,7 +287,7 @@ def test_training_curves_shade_the_self_critical_epochs_and_mark_the_kept_one(tm
 def test_litert_extraction_stores_the_features_tensorflow_stores(trained_run, tmp_path):
     """`--extract_with litert` runs the same encoder converted to LiteRT: same images, same rows, features
     equal to TensorFlow's (the trained run's) up to float rounding; a batch shorter than the others included."""
-    from serving.captioner import cosine_similarities
+    from serving.encoder_check import cosine_similarities
 
     run_dir = str(tmp_path / "litert")
     result = run_cli("preprocess.py", "--data_dir", trained_run.data_dir, "--run_dir", run_dir, "--encoder",
