@@ -30,7 +30,8 @@ quiet_tensorflow()
 
 from inputs.images import IMAGE_SUFFIXES  # noqa: E402
 from inputs.run_folder import BEST_MODEL, METADATA  # noqa: E402
-from serving.captioner import ENCODER_CHECK_THRESHOLD, Captioner, encoder_warning  # noqa: E402
+from serving.captioner import Captioner  # noqa: E402
+from serving.encoder_check import ENCODER_CHECK_THRESHOLD, encoder_warning  # noqa: E402
 
 RUNS_DIR = os.environ.get("CAPTION_RUNS_DIR", os.path.join(PROJECT_DIR, "runs"))
 PACKAGE_DIR = os.environ.get("CAPTION_PRETRAINED_DIR", PRETRAINED_DIR)

@@ -25,7 +25,7 @@ quiet_tensorflow()
 
 from data_loader import load_dataset  # noqa: E402
 from inputs.json_files import read_json, write_json  # noqa: E402
-from inputs.run_folder import BEST_MODEL, CAPTIONS  # noqa: E402
+from inputs.run_folder import CAPTIONS, evaluation_file  # noqa: E402
 from scoring.metrics import COCO_METRICS, COCO_PROTOCOL, PROTOCOL, bleu_scores, coco_scores, format_score  # noqa: E402
 from scoring.metrics import caption_statistics, most_common_caption  # noqa: E402
 from scoring.report import write_report  # noqa: E402
@@ -100,22 +100,10 @@ def captions_file_captions(config: Config):
     return references, missing, generated, dataset.image_dir
 
 
-def output_suffix(config: Config, captioner) -> str:
-    """What names an evaluation file after its decoding: _beam3, _norepeat3, _ensemble4, ..."""
-    suffix = "" if config.beam_size == 1 else f"_beam{config.beam_size}"
-    suffix += f"_lp{config.length_penalty:g}" if config.length_penalty and config.beam_size > 1 else ""
-    suffix += f"_norepeat{config.no_repeat_ngram_size}" if config.no_repeat_ngram_size else ""
-    suffix += "_noendings" if config.block_bad_endings else ""
-    suffix += f"_{os.path.splitext(config.model_file)[0]}" if config.model_file != BEST_MODEL else ""
-    suffix += f"_ensemble{len(captioner.run_dirs)}" if len(captioner.run_dirs) > 1 else ""
-    suffix += "_arithmetic" if captioner.ensemble_mean == "arithmetic" else ""
-    suffix += f"_guided{captioner.guide_threshold:g}" if captioner.tagger is not None else ""
-    return suffix
-
-
 def model_captions(config: Config):
     """The run's (or ensemble's, or package's) captions of the split, and where its results are written."""
-    from serving.captioner import Captioner, check_encoder, warn_if_untrained
+    from serving.captioner import Captioner
+    from serving.encoder_check import check_encoder, warn_if_untrained
 
     captioner = Captioner.from_config(config)
     run_dir = captioner.run_dir
@@ -138,9 +126,22 @@ def model_captions(config: Config):
         print(f"guided {len(guided)} of {len(names)} captions by their ImageNet tags (threshold "
               f"{captioner.guide_threshold:g})")
         source["guided_images"] = guided
-    base = os.path.join(run_dir, f"{{}}_{config.split}{output_suffix(config, captioner)}")
-    return references, missing, generated, image_dir, source, base.format("evaluation") + ".json", \
-        base.format("report")
+    decoding = dict(beam_size=config.beam_size, length_penalty=config.length_penalty,
+                    no_repeat_ngram_size=config.no_repeat_ngram_size, block_bad_endings=config.block_bad_endings,
+                    model_file=config.model_file, ensemble_size=len(captioner.run_dirs),
+                    ensemble_mean=captioner.ensemble_mean,
+                    guide_threshold=captioner.guide_threshold if captioner.tagger is not None else None)
+    return references, missing, generated, image_dir, source, evaluation_file(run_dir, config.split, **decoding), \
+        evaluation_file(run_dir, config.split, **decoding, kind="report")
+
+
+def model_label(beam_size: int, guided: bool) -> str:
+    """The scores' row label: how the captions were decoded. Guided captions come from a constrained search
+    at least GUIDED_BEAM wide, whatever --beam_size, so a guided run says so."""
+    from serving.guidance import GUIDED_BEAM
+
+    plain = "greedy" if beam_size == 1 else f"beam {beam_size}"
+    return f"model ({plain}; guided: beam {max(beam_size, GUIDED_BEAM)})" if guided else f"model ({plain})"
 
 
 def evaluate(config: Config) -> dict:
@@ -154,8 +155,7 @@ def evaluate(config: Config) -> dict:
         references, missing, generated, image_dir, source, output, report_base = model_captions(config)
     if not generated:
         raise ValueError(f"no {config.split} image has a caption to score")
-    label = ("captions file" if config.captions else
-             "model (greedy)" if config.beam_size == 1 else f"model (beam {config.beam_size})")
+    label = "captions file" if config.captions else model_label(config.beam_size, "guided_images" in source)
     result = score_captions(config, references, generated, missing, label)
     result = {"split": config.split, **source, "config": resolved_config(config, source.get("run_dir", config.run_dir)),
               **result}
@@ -186,10 +186,12 @@ def score_captions(config: Config, references: dict, generated: Dict[str, str], 
     print(f"COCO metrics: {COCO_PROTOCOL}")
     print(f"NLTK BLEU: {PROTOCOL}")
     print(f"{config.split}: {len(names)} images scored, {len(missing)} missing")
-    print(f"{'':24s}" + "".join(f"{name:>9s}" for name in COCO_METRICS))
-    print(f"{label:24s}" + "".join(f"{format_score(scores.corpus[name]):>9s}" for name in COCO_METRICS))
-    print(f"{'caption prior':24s}" + "".join(f"{format_score(prior_scores.corpus[name]):>9s}" for name in COCO_METRICS))
-    print(f"{'NLTK BLEU, same captions':24s}" + "".join(f"{value:9.4f}" for value in nltk_scores.values()))
+    width = max(24, len(label) + 1)  # the first column: the longest row label
+    print(" " * width + "".join(f"{name:>9s}" for name in COCO_METRICS))
+    print(f"{label:{width}s}" + "".join(f"{format_score(scores.corpus[name]):>9s}" for name in COCO_METRICS))
+    print(f"{'caption prior':{width}s}" + "".join(f"{format_score(prior_scores.corpus[name]):>9s}"
+                                                  for name in COCO_METRICS))
+    print(f"{'NLTK BLEU, same captions':{width}s}" + "".join(f"{value:9.4f}" for value in nltk_scores.values()))
     for metric, reason in scores.unavailable.items():
         print(f"{metric} unavailable: {reason}")
     print(f"(caption prior: every image gets the most common training caption, {prior!r})")

@@ -33,7 +33,9 @@ quiet_tensorflow()
 
 import tensorflow as tf  # noqa: E402
 
-from serving.captioner import Captioner, check_encoder, folder_size, warn_if_untrained  # noqa: E402
+from serving.captioner import Captioner  # noqa: E402
+from serving.encoder_check import check_encoder, warn_if_untrained  # noqa: E402
+from serving.loading import folder_size  # noqa: E402
 from inputs.encoders import ENCODERS  # noqa: E402
 from decoders.tags import SHOWN_TAGS  # noqa: E402
 from serving.graph_images import batch_pixels  # noqa: E402

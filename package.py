@@ -40,7 +40,9 @@ from inputs.json_files import read_json, write_json  # noqa: E402
 from inputs.run_folder import (BEST_MODEL, CAPTIONS, CONFIG_SCRIPTS, ENCODER_CHECK_DIR,  # noqa: E402
                                ENCODER_CHECK_FEATURES, METADATA, VOCABULARY, config_file, latest_training_state)
 from scoring.metrics import coco_scores  # noqa: E402
-from serving.captioner import ENCODER_CHECK_THRESHOLD, Captioner, folder_size, with_dtype  # noqa: E402
+from serving.captioner import Captioner  # noqa: E402
+from serving.encoder_check import ENCODER_CHECK_THRESHOLD  # noqa: E402
+from serving.loading import folder_size, with_dtype  # noqa: E402
 
 PACKAGE_FLAGS = ("run_dir", "package_dir", "reference_images", "decode_batch_size")
 KEPT_METADATA = ("dataset", "encoder", "encoder_seed", "input_size", "features", "feature_dim", "feature_shape",

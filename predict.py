@@ -28,7 +28,8 @@ from config import DECODING_FLAGS, Config, parse_config, quiet_tensorflow, run_s
 quiet_tensorflow()
 
 from inputs.images import IMAGE_SUFFIXES  # noqa: E402
-from serving.captioner import Captioner, check_encoder, warn_if_untrained  # noqa: E402
+from serving.captioner import Captioner  # noqa: E402
+from serving.encoder_check import check_encoder, warn_if_untrained  # noqa: E402
 
 PREDICT_FLAGS = ("image_path", "data_dir", "run_dir", "weights") + DECODING_FLAGS + ("top", "output", "attention_map")
 

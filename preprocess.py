@@ -26,7 +26,7 @@ from inputs.encoders import ENCODERS, open_encoder  # noqa: E402
 from inputs.extraction import extract, report  # noqa: E402
 from inputs.feature_store import FeatureStore, check_features_written, merge_shards, shard_name  # noqa: E402
 from inputs.json_files import read_json, write_json  # noqa: E402
-from inputs.litert_encoder import open_extractor  # noqa: E402
+from inputs.litert_encoder import check_extractor, open_extractor  # noqa: E402
 from inputs.run_folder import CAPTIONS, METADATA, VOCABULARY, save_config  # noqa: E402
 from inputs.vocabulary import Vocabulary  # noqa: E402
 
@@ -103,6 +103,7 @@ def preprocess(config: Config) -> dict:
     dataset = load_dataset(config.data_dir, config.split_seed, config.limit, captions_file=config.captions_file,
                            images_dir=config.images_dir)
     run_dir = config.resolved_run_dir()
+    check_extractor(config.extract_with)
     encoder_model, weights = open_encoder(config.encoder, config.weights,
                                           is_bundled_sample(config.data_dir) and not config.captions_file,
                                           config.encoder_seed, config.features)

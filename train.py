@@ -39,8 +39,8 @@ from inputs.run_folder import (BEST_MODEL, CURVES, LAST_MODEL, METADATA, PREVIOU
                                save_config)
 from model import build_model, build_training_model, compile_model  # noqa: E402
 from preprocess import preprocess  # noqa: E402
-from training.bookkeeping import (MONITORS, DevScorer, EpochBookkeeping, dev_scoring_due,  # noqa: E402
-                                  finished_before, resumable_state)
+from training.bookkeeping import (MONITORS, DevScorer, EpochBookkeeping, check_bookkeeping_flags,  # noqa: E402
+                                  dev_scoring_due, finished_before, resumable_state)
 from training.distributed import (ValidationScores, describe, distributed_batches, fit_distributed,  # noqa: E402
                                   is_chief, make_strategy, same_on_every_worker)
 from training.finetune import train_fine_tune  # noqa: E402
@@ -66,6 +66,7 @@ def check_later_phase_features(config: Config) -> None:
 
 def train(config: Config) -> dict:
     """The training phase the configuration names; the phase's final state."""
+    check_bookkeeping_flags(config)  # every phase's: a bad value is refused before any phase starts
     check_later_phase_features(config)
     if config.fine_tune_encoder:
         if config.objective != "xe":
@@ -167,8 +168,6 @@ def train_cross_entropy(config: Config) -> dict:
     """Teacher-forcing training of a new decoder (or of the run's checkpoint, with --resume)."""
     if config.shard:
         raise ValueError("--shard is for preprocess.py: extract each part with it, merge without it, then train")
-    if config.eval_every < 1:
-        raise ValueError(f"--eval_every must be at least 1, got {config.eval_every}")
     # Before any other TensorFlow work: a multi-worker strategy must be set up at program start.
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)

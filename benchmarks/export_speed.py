@@ -47,7 +47,7 @@ def export_all(folder: str) -> dict:
     import export
 
     from config import PRETRAINED_DIR
-    from serving.captioner import folder_size
+    from serving.loading import folder_size
 
     # Unguided, as the Captioner below: the speed and agreement of plain decoding (guided decoding's speed:
     # benchmarks/guided_decoding.py).

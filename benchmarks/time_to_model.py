@@ -28,6 +28,9 @@ import time
 from typing import Dict, List, Tuple
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, PROJECT)
+from inputs.run_folder import evaluation_file  # noqa: E402
+
 TARGET = 0.50
 # Each recipe: (stage, script, its flags). Shared flags (--data_dir, --run_dir, --weights, --encoder) are added.
 RECIPES: Dict[str, List[Tuple[str, str, List[str]]]] = {
@@ -93,8 +96,7 @@ def dev_scores(run_dir: str, data_dir: str, weights: str) -> Dict[str, float]:
         subprocess.run([sys.executable, "evaluate.py", "--run_dir", run_dir, "--data_dir", data_dir, "--weights",
                         weights, "--split", "dev", "--beam_size", str(beam), "--guide", "none"], cwd=PROJECT,
                        check=True, capture_output=True)
-        suffix = "" if beam == 1 else f"_beam{beam}"
-        with open(os.path.join(run_dir, f"evaluation_dev{suffix}.json"), encoding="utf-8") as handle:
+        with open(evaluation_file(run_dir, "dev", beam_size=beam), encoding="utf-8") as handle:
             corpus = json.load(handle)["scores"]
         scores[f"b{beam}_bleu4"], scores[f"b{beam}_cider"] = corpus["BLEU-4"], corpus["CIDEr-D"]
     return scores

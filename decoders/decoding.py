@@ -49,7 +49,7 @@ class CaptionDecoder:
         banned[:, [PAD_ID, START_ID, UNK_ID]] = -np.inf
         banned[0, END_ID] = -np.inf  # row 0: the first word
         self.banned = tf.constant(banned)
-        # (2, vocabulary): the words that may be written first, and later (self-critical training's policy).
+        # (2, vocabulary): the words that may be written first, and later.
         self.writable = np.isfinite(banned)
         self.blocks_endings = bool(len(banned_endings))  # else the rule costs nothing per step
         end_after = np.zeros(self.vocabulary_size, bool)
@@ -59,6 +59,19 @@ class CaptionDecoder:
         self._greedy = tf.function(self._greedy_batch, reduce_retracing=True)
         self._beam = tf.function(self._beam_batch, reduce_retracing=True)
         self._sample = tf.function(self._sample_batch, reduce_retracing=True)
+        self._forced = tf.function(self._forced_batch, reduce_retracing=True)
+
+    def _ending_banned(self, tokens):
+        """(rows, vocabulary): True at <end> for the rows whose last word forbids ending (--block_bad_endings)."""
+        return tf.gather(self.end_banned_after, tokens)[:, None] & self.end_is_word[None, :]
+
+    def policy_words(self, previous, first_word):
+        """(rows, vocabulary): True for each word `sample` may draw after the word `previous` of each row
+        (`first_word`: True where it is <start>). `sample` draws from the model's probabilities
+        renormalised over these words, so self-critical training's policy gradient (training/scst.py)
+        renormalises over them too; `no_repeat_ngram_size`, which needs the whole caption, is left out."""
+        writable = tf.gather(tf.constant(self.writable), tf.where(first_word, 0, 1))
+        return writable & ~self._ending_banned(previous) if self.blocks_endings else writable
 
     def _log_probabilities(self, tokens, history, state, constants, step):
         """Next-word log-probabilities of each row, the rules applied; `history` holds the words so far."""
@@ -69,8 +82,7 @@ class CaptionDecoder:
         # model puts on <unk> (which varies by context) must not make one caption look likelier.
         log_probabilities -= tf.reduce_logsumexp(log_probabilities, axis=-1, keepdims=True)
         if self.blocks_endings:
-            no_end = tf.gather(self.end_banned_after, tokens)[:, None] & self.end_is_word[None, :]
-            log_probabilities = tf.where(no_end, -np.inf, log_probabilities)
+            log_probabilities = tf.where(self._ending_banned(tokens), -np.inf, log_probabilities)
         if self.no_repeat:
             log_probabilities = tf.where(self._repeats(history, step), -np.inf, log_probabilities)
         return log_probabilities, state
@@ -123,6 +135,24 @@ class CaptionDecoder:
             if tf.reduce_all(finished):
                 break
         return history
+
+    def _forced_batch(self, image_features, token_ids):
+        """Teacher-forced: each step reads the given word instead of choosing one; returns the log-probability
+        of each given word under the distribution `sample` draws from there (0 at padding)."""
+        constants, state = self.steps.start(image_features)
+        rows, width, steps = tf.shape(token_ids)[0], tf.shape(token_ids)[1], self.max_length + 1
+        token = tf.fill([rows], START_ID)
+        history = tf.zeros([rows, steps], tf.int32)
+        chosen = tf.TensorArray(tf.float32, size=width)
+        for step in tf.range(width):
+            log_probabilities, state = self._log_probabilities(token, history, state, constants, step)
+            # What tf.random.stateless_categorical draws from: the rules' distribution, renormalised.
+            log_probabilities -= tf.reduce_logsumexp(log_probabilities, axis=-1, keepdims=True)
+            token = token_ids[:, step]
+            chosen = chosen.write(step, tf.where(tf.equal(token, PAD_ID), 0.0,
+                                                 tf.gather(log_probabilities, token, batch_dims=1)))
+            history += token[:, None] * tf.one_hot(step, steps, dtype=tf.int32)[None, :]
+        return tf.transpose(chosen.stack())
 
     def _beam_batch(self, image_features, beam_size: int):
         batch, beams, words = tf.shape(image_features)[0], beam_size, self.vocabulary_size
@@ -180,6 +210,13 @@ class CaptionDecoder:
         same seed, model and images give the same captions (TensorFlow's global generator is not used)."""
         features = tf.convert_to_tensor(np.asarray(image_features, np.float32))
         return self._sample(features, samples, tf.constant(seed, tf.int32)).numpy()
+
+    def sampled_log_probabilities(self, image_features: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        """(rows, words): the log-probability with which `sample` draws each word of `token_ids` (one row
+        per row of `image_features`: words, <end>, then <pad>, as `sample` returns them) after the words
+        before it; 0 at padding."""
+        return self._forced(tf.convert_to_tensor(np.asarray(image_features, np.float32)),
+                            tf.convert_to_tensor(np.asarray(token_ids, np.int32))).numpy()
 
     def beam_search(self, image_features: np.ndarray, beam_size: int, length_penalty: float = 0.0,
                     batch_size: int = 64) -> List[List[Hypothesis]]:

@@ -36,10 +36,22 @@ class LiteRTEncoder:
         return next(iter(outputs.values()))
 
 
+def check_extractor(extract_with: str) -> None:
+    """Refuses, before anything is extracted or written, a runtime that cannot run here."""
+    if extract_with not in ("tensorflow", "litert"):
+        raise ValueError(f"--extract_with {extract_with}: choose tensorflow or litert")
+    if extract_with == "litert":
+        try:
+            import ai_edge_litert.interpreter  # noqa: F401
+        except ImportError as error:
+            raise ValueError(f"--extract_with litert needs the ai-edge-litert package, which does not load here "
+                             f"({error}): pip install -r requirements.txt, or extract with TensorFlow (leave out "
+                             f"--extract_with)") from None
+
+
 def open_extractor(encoder_model, extract_with: str):
     """The model extraction runs: the Keras encoder itself, or its LiteRT conversion."""
     if extract_with == "tensorflow":
         return encoder_model
-    if extract_with == "litert":
-        return LiteRTEncoder(encoder_model)
-    raise ValueError(f"--extract_with {extract_with}: choose tensorflow or litert")
+    check_extractor(extract_with)
+    return LiteRTEncoder(encoder_model)

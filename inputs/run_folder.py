@@ -32,10 +32,12 @@ PHASE_FILES = {"xe": ("last_epoch.keras", "training_state.json"),
 ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES = "encoder_check", "features.npy"
 # The scripts whose resolved configuration a run keeps, as config_<script>.json.
 CONFIG_SCRIPTS = ("preprocess", "train", "train_fine_tune", "train_scst")
+# The settings preprocess fixed for a run, as metadata.json records them under their Config field names.
+RUN_SETTINGS = ("encoder", "encoder_seed", "features", "min_word_count")
 # Where a fresh cross-entropy training moves the record of the training before it (a number follows
 # when that folder exists: previous_training_2, ...).
 PREVIOUS_TRAINING = "previous_training"
-# evaluate.py's files (evaluation_<split>....json, report_<split>....html/png) start so.
+# evaluate.py's files (evaluation_<split>....json, report_<split>....html/png: evaluation_file) start so.
 EVALUATION_PREFIXES = ("evaluation_", "report_")
 
 
@@ -45,11 +47,37 @@ def config_file(script: str) -> str:
 
 
 def save_config(config: Config, run_dir: str, script: str) -> str:
-    """Writes the resolved configuration of one script's run as JSON into the run folder."""
+    """Writes the resolved configuration of one script's run as JSON into the run folder. A training
+    script records the preprocessing settings the run folder was made with (RUN_SETTINGS, from its
+    metadata), not its own flags': train.py --decoder attention extracts spatial features without
+    --features spatial, and a folder preprocessed before keeps its encoder whatever --encoder says."""
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, config_file(script))
-    write_json(path, resolved_config(config, run_dir), indent=2)
+    values = resolved_config(config, run_dir)
+    if script != "preprocess" and os.path.exists(os.path.join(run_dir, METADATA)):
+        metadata = read_metadata(run_dir)
+        values.update({key: metadata[key] for key in RUN_SETTINGS if key in metadata})
+    write_json(path, values, indent=2)
     return path
+
+
+def evaluation_file(run_dir: str, split: str, beam_size: int = 1, length_penalty: float = 0.0,
+                    no_repeat_ngram_size: int = 0, block_bad_endings: bool = False, model_file: str = BEST_MODEL,
+                    ensemble_size: int = 1, ensemble_mean: Optional[str] = None,
+                    guide_threshold: Optional[float] = None, kind: str = "evaluation") -> str:
+    """Where evaluate.py writes the scores of `split` decoded so (`kind` "report": the stem of its report's
+    .html and .png): evaluation_<split>[_beam<K>][_lp<P>][_norepeat<N>][_noendings][_<model file>]
+    [_ensemble<N>][_arithmetic][_guided<T>].json; `guide_threshold` None for unguided captions."""
+    suffix = "" if beam_size == 1 else f"_beam{beam_size}"
+    suffix += f"_lp{length_penalty:g}" if length_penalty and beam_size > 1 else ""
+    suffix += f"_norepeat{no_repeat_ngram_size}" if no_repeat_ngram_size else ""
+    suffix += "_noendings" if block_bad_endings else ""
+    suffix += f"_{os.path.splitext(model_file)[0]}" if model_file != BEST_MODEL else ""
+    suffix += f"_ensemble{ensemble_size}" if ensemble_size > 1 else ""
+    suffix += "_arithmetic" if ensemble_mean == "arithmetic" else ""
+    suffix += f"_guided{guide_threshold:g}" if guide_threshold is not None else ""
+    prefix = {"evaluation": EVALUATION_PREFIXES[0], "report": EVALUATION_PREFIXES[1]}[kind]
+    return os.path.join(run_dir, f"{prefix}{split}{suffix}" + (".json" if kind == "evaluation" else ""))
 
 
 def read_metadata(run_dir: str) -> dict:

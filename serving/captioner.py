@@ -1,6 +1,7 @@
 """A trained run, ready to caption: its model, vocabulary, metadata and (on demand) its encoder.
 
-predict.py and evaluate.py meet the earlier stages only here, through the run folder's files.
+predict.py and evaluate.py meet the earlier stages only here, through the run folder's files. Loading the
+models and checking an ensemble: loading.py; the encoder check and its warnings: encoder_check.py.
 """
 from __future__ import annotations
 
@@ -22,94 +23,13 @@ from inputs.imagenet import GuidanceUnavailable
 from inputs.images import ImageError, load_batches, load_image
 from inputs.run_folder import (BEST_MODEL, ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES, METADATA, VOCABULARY,
                                load_vocabulary, read_metadata)
-from inputs.vocabulary import Vocabulary
+from serving.encoder_check import cosine_similarities
 from serving.guidance import guide, open_tagger
-
-# Mean cosine between the reference images' features now and when the decoder was trained. The
-# evidence behind 0.99 is in docs/pretrained.md (benchmarks/probes/encoder_mismatch.py).
-ENCODER_CHECK_THRESHOLD = 0.99
-
-
-def folder_size(path: str) -> int:
-    """Bytes on disk of a file, or of every file under a folder (a package, an exported model)."""
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
-
-
-def cosine_similarities(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Row by row cosine of two feature arrays (one image per row, any feature shape); 0 for a zero row."""
-    # float64 and no epsilon: an untrained encoder's features have norms near 1e-10.
-    first = first.reshape(len(first), -1).astype(np.float64)
-    second = second.reshape(len(second), -1).astype(np.float64)
-    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
-    return np.where(norms > 0, (first * second).sum(1) / np.where(norms > 0, norms, 1), 0.0)
-
-
-def with_dtype(model, dtype: str):
-    """A copy of a Functional model whose layers keep their weights in `dtype` (float16 halves a stored
-    model; decoding runs in float32)."""
-    import keras
-
-    def replace(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy":
-                return {**node, "config": {**node["config"], "name": dtype}}
-            return {key: replace(value) for key, value in node.items()}
-        return [replace(value) for value in node] if isinstance(node, list) else node
-
-    copy = keras.Model.from_config(replace(model.get_config()))
-    copy.set_weights([np.asarray(weights).astype(dtype) for weights in model.get_weights()])
-    return copy
-
-
-def load_decoder(path: str):
-    """A model (a decoder, or a run's fine-tuned encoder) from a `.keras` file, in float32 whatever precision
-    its weights were stored in."""
-    import keras
-
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as error:  # a damaged zip or weights file raises many kinds of error
-        raise ValueError(f"{path}: cannot be read as a Keras model ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0][:160] if str(error) else 'no detail'}); "
-                         f"the file is damaged or incomplete: copy or train it again") from None
-    if any(weights.dtype != "float32" for weights in model.weights):
-        model = with_dtype(model, "float32")
-    return model
-
+from serving.loading import check_ensemble, load_decoder
 
 def check_top(top: int, beam_size: int) -> None:
     if top > beam_size:
         raise ValueError(f"--top {top} needs at least {top} beams: add --beam_size {top} (or more)")
-
-
-def fine_tuned_encoder(metadata: dict) -> str:
-    """Which fine-tuned encoder a run captions with (its file's digest names it); empty for a frozen encoder."""
-    if not metadata.get("fine_tuned_encoder"):
-        return ""
-    return metadata["feature_store"]["identity"]["weights"]
-
-
-def check_ensemble(run_dirs: Sequence[str], metadata: Sequence[dict], vocabularies: Sequence[Vocabulary]) -> None:
-    """Runs captioning together must read the same features and write the same words."""
-    first = run_dirs[0]
-    for run_dir, other, vocabulary in zip(run_dirs[1:], metadata[1:], vocabularies[1:]):
-        for key, what in (("encoder", "encoder"), ("weights", "encoder weights"), ("features", "feature kind"),
-                          ("encoder_seed", "untrained encoder's seed")):
-            if key == "encoder_seed" and other["weights"] != "none":
-                continue
-            if other.get(key, "global") != metadata[0].get(key, "global"):
-                raise ValueError(f"ensemble: {run_dir} has {what} {other.get(key, 'global')}, {first} has "
-                                 f"{metadata[0].get(key, 'global')}; an ensemble's runs must share encoder and features")
-        if fine_tuned_encoder(other) != fine_tuned_encoder(metadata[0]):
-            raise ValueError(f"ensemble: {run_dir} has {fine_tuned_encoder(other) or 'the frozen encoder'}, {first} has "
-                             f"{fine_tuned_encoder(metadata[0]) or 'the frozen encoder'}; an ensemble's runs must share "
-                             f"one encoder (train the other members with --features_from one fine-tuned run)")
-        if vocabulary.tokens != vocabularies[0].tokens:
-            raise ValueError(f"ensemble: {run_dir} and {first} have different vocabularies; an ensemble's runs must "
-                             f"be trained on the same preprocessed data (train each member with --features_from "
-                             f"one run folder)")
 
 
 class Captioner:
@@ -310,25 +230,3 @@ class Captioner:
         if top > 1:
             captions = self.top_captions(features, top, batch_size)
         return dict(zip(kept, captions)), dict(zip(kept, features)), errors, dict(zip(kept, guidance or []))
-
-
-def check_encoder(captioner: Captioner) -> float | None:
-    """Runs the encoder check where the run has one; a warning on stderr when the encoder differs."""
-    agreement = captioner.encoder_agreement()
-    if agreement is not None and agreement < ENCODER_CHECK_THRESHOLD:
-        print(encoder_warning(captioner, agreement), file=sys.stderr)
-    return agreement
-
-
-def encoder_warning(captioner: Captioner, agreement: float) -> str:
-    trained = captioner.metadata.get("encoder_check", {}).get("trained_with", captioner.metadata["weights"])
-    return (f"WARNING: the encoder weights ({os.path.basename(str(captioner.weights))}) differ from the ones this "
-            f"decoder was trained with ({os.path.basename(str(trained))}): reference images agree at cosine "
-            f"{agreement:.3f}, below {ENCODER_CHECK_THRESHOLD}. Captions will be worse than the scores promise; "
-            f"use the encoder weights named in {captioner.run_dir}/README.md (--weights imagenet or --weights PATH)")
-
-
-def warn_if_untrained(captioner: Captioner) -> None:
-    if captioner.weights == "none":
-        print("WARNING: this run's encoder is UNTRAINED (--weights none): captions rest on colour and layout only",
-              file=sys.stderr)

@@ -1,5 +1,6 @@
 """The attention decoder: shapes, masking, the attention weights and their penalty, saving, decoding,
 and the whole pipeline with --features spatial / --decoder attention / --attention_map."""
+import json
 import os
 import shutil
 import sys
@@ -110,7 +111,7 @@ def test_save_and_load_round_trip(model, tmp_path):
 def test_an_attention_model_saved_when_the_layer_lived_in_attention_py_still_loads():
     """tests/data/attention_decoder_v1.keras was saved while the layer's module was `attention` (the top
     folder); it loads by its registered name, captioner>AttentionLSTM, and computes what it computed then."""
-    from serving.captioner import load_decoder
+    from serving.loading import load_decoder
 
     folder = os.path.join(PROJECT, "tests", "data")
     loaded = load_decoder(os.path.join(folder, "attention_decoder_v1.keras"))
@@ -180,6 +181,10 @@ def test_spatial_features_attention_training_resume_evaluate_and_maps(attention_
     captioner = Captioner(run_dir)
     metadata = captioner.metadata
     assert metadata["features"] == "spatial" and metadata["feature_shape"] == [49, 1280]
+    # train.py extracted spatial features itself (no --features spatial given): its record says what it trained on.
+    assert attention_run.features == "global"
+    with open(os.path.join(run_dir, "config_train.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["features"] == "spatial"
     features, rows = open_features(run_dir, metadata)
     assert features.shape == (16, 49, 1280)
     name = sorted(rows)[0]

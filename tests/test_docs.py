@@ -1,4 +1,5 @@
-"""The documents state what the code does: the flag table's defaults are config.py's."""
+"""The documents state what the code does: the flag table's defaults are config.py's, and the numbers the docs give
+that the code computes (metrics, guided search width, guiding classes) are the code's."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +7,7 @@ import os
 import re
 from typing import List
 
-from conftest import PROJECT
+from conftest import PROJECT, SHARED, needs_shared
 
 
 def documented_defaults() -> List[tuple]:
@@ -38,3 +39,45 @@ def test_the_flag_table_gives_the_defaults_config_py_has():
         assert documented == shown, f"docs/scripts.md gives --{flag} the default {documented}; config.py has {shown}"
         checked += 1
     assert checked >= 40, f"only {checked} documented defaults could be read from docs/scripts.md's table"
+
+
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                "ten": 10}
+
+
+def read_doc(*parts: str) -> str:
+    with open(os.path.join(PROJECT, *parts), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_every_count_of_metrics_the_docs_give_is_the_number_evaluate_prints():
+    from scoring.metrics import COCO_METRICS
+
+    documents = ["README.md", "BENCHMARKS.md"] + [os.path.join("docs", name) for name in
+                                                    sorted(os.listdir(os.path.join(PROJECT, "docs")))
+                                                    if name.endswith(".md")]
+    counts = [(document, word) for document in documents for word in re.findall(
+        r"\b(" + "|".join(NUMBER_WORDS) + r") (?:COCO |caption )?metrics\b", read_doc(document), re.IGNORECASE)]
+    assert any(document == "README.md" for document, _ in counts)  # the pattern still finds the README's
+    for document, word in counts:
+        assert NUMBER_WORDS[word.lower()] == len(COCO_METRICS), f"{document} says {word} metrics"
+
+
+def test_the_guided_search_width_the_docs_give_is_the_codes():
+    from serving.guidance import GUIDED_BEAM
+
+    widths = re.findall(r"at least (\d+) beams", read_doc("docs", "guided_decoding.md"))
+    assert widths and {int(width) for width in widths} == {GUIDED_BEAM}
+
+
+@needs_shared
+def test_the_number_of_guiding_classes_the_docs_give_is_the_codes():
+    from config import PRETRAINED_DIR
+    from decoders.class_words import class_words
+    from inputs.imagenet import read_class_index
+    from inputs.run_folder import load_vocabulary
+
+    stated = re.findall(r"(\d[\d,]*) of the 1000 classes can guide", read_doc("docs", "guided_decoding.md"))
+    classes = read_class_index(os.path.join(SHARED, "weights", "imagenet_class_index.json"))
+    mapped = class_words(classes, load_vocabulary(PRETRAINED_DIR)).mapped
+    assert [int(number.replace(",", "")) for number in stated] == [mapped]

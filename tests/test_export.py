@@ -143,7 +143,7 @@ def test_exported_features_equal_predicts_for_files_that_need_resizing(exported)
     originals = exported["request"]["feature_images"]  # 96 x 96 JPEGs: both sides resize them to 224
     _, expected, _ = exported["package"].image_features(originals)
     got = np.load(exported["request"]["saved_models"]["greedy"] + "_features.npy")
-    from serving.captioner import cosine_similarities
+    from serving.encoder_check import cosine_similarities
 
     assert got.shape == expected.shape
     assert cosine_similarities(got, expected).min() > 0.9999

@@ -108,7 +108,8 @@ def test_an_export_of_a_fine_tuned_run_encodes_with_its_encoder(fine_tuned_run):
     import tensorflow as tf
 
     import export
-    from serving.captioner import Captioner, cosine_similarities
+    from serving.captioner import Captioner
+    from serving.encoder_check import cosine_similarities
     from inputs.run_folder import FROZEN_DIR
     from training.encoder_tuning import cnn_layers
     from serving.graph_images import batch_pixels

@@ -73,6 +73,9 @@ def test_evaluate_counts_the_guided_captions_and_names_its_file_after_them(train
     written = json.load(open(os.path.join(trained_run.run_dir, "evaluation_dev_guided0.5.json"), encoding="utf-8"))
     guided = written["guided_images"]
     assert f"guided {len(guided)} of 3 captions by their ImageNet tags (threshold 0.5)" in result.stdout
+    # Guided captions come from a search 5 beams wide, though --beam_size is 1: the scores' row says so.
+    assert [line.split("  ")[0] for line in result.stdout.splitlines() if line.startswith("model (")] == [
+        "model (greedy; guided: beam 5)"]
     for name, guidance in guided.items():
         assert "circle" in written["captions"][name]["generated"].split() and guidance["guided"]
 

@@ -103,6 +103,37 @@ def test_each_run_folder_file_name_is_spelled_in_one_place():
         assert not (literals & names) - allowed, f"{module} spells {sorted((literals & names) - allowed)}"
 
 
+def code_files() -> Dict[str, str]:
+    """Every Python file of the pipeline, the benchmarks and their probes (not the tests), by its path."""
+    paths = {os.path.relpath(path, PROJECT): path for path in project_modules().values()}
+    for folder in ("benchmarks", os.path.join("benchmarks", "probes")):
+        paths.update({os.path.join(folder, name): os.path.join(PROJECT, folder, name)
+                      for name in os.listdir(os.path.join(PROJECT, folder)) if name.endswith(".py")})
+    return paths
+
+
+def test_no_code_file_passes_300_lines():
+    """A file a reader takes in at once: a longer one is split by responsibility (benchmarks: by stage)."""
+    for name, path in code_files().items():
+        with open(path, encoding="utf-8") as handle:
+            lines = len(handle.read().splitlines())
+        assert lines <= 300, f"{name} has {lines} lines"
+
+
+def test_evaluation_file_names_are_built_in_the_run_folder_module_only():
+    """evaluate.py writes them and benchmarks read them: both ask inputs/run_folder.py's evaluation_file."""
+    from inputs.run_folder import EVALUATION_PREFIXES
+
+    for module, path in code_files().items():
+        if module == os.path.join("inputs", "run_folder.py"):
+            continue
+        with open(path, encoding="utf-8") as handle:
+            built = {node.value for node in ast.walk(ast.parse(handle.read()))
+                     if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                     and node.value.startswith(EVALUATION_PREFIXES)}
+        assert not built, f"{module} builds an evaluation file name itself: {sorted(built)}"
+
+
 def drawing() -> str:
     """The floors as docs/scripts.md draws them: `python tests/test_layout.py` prints them."""
     by_floor: Dict[int, List[str]] = {}

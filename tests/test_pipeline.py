@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -286,7 +287,7 @@ def test_training_curves_shade_the_self_critical_epochs_and_mark_the_kept_one(tm
 def test_litert_extraction_stores_the_features_tensorflow_stores(trained_run, tmp_path):
     """`--extract_with litert` runs the same encoder converted to LiteRT: same images, same rows, features
     equal to TensorFlow's (the trained run's) up to float rounding; a batch shorter than the others included."""
-    from serving.captioner import cosine_similarities
+    from serving.encoder_check import cosine_similarities
 
     run_dir = str(tmp_path / "litert")
     result = run_cli("preprocess.py", "--data_dir", trained_run.data_dir, "--run_dir", run_dir, "--encoder",
@@ -323,7 +324,16 @@ def test_litert_extraction_skips_bad_images_and_resumes(tiny_dataset, tmp_path):
     assert "14 already extracted, 2 to go" in again.stdout  # the features written before are kept
 
 
-def test_unknown_extraction_runtime_is_refused_in_one_line(tiny_dataset, tmp_path):
-    result = run_main("preprocess.py", "--data_dir", tiny_dataset, "--run_dir", str(tmp_path / "run"),
-                      "--weights", "none", "--extract_with", "onnx")
-    assert result.returncode != 0 and "--extract_with" in result.stderr and "onnx" in result.stderr
+def test_an_extraction_runtime_that_cannot_load_is_refused_in_one_line(tiny_dataset, tmp_path, monkeypatch):
+    # As on a machine without ai-edge-litert: importing it fails.
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    run_dir = str(tmp_path / "run")
+    for script in ("preprocess.py", "train.py"):
+        result = run_main(script, "--data_dir", tiny_dataset, "--run_dir", run_dir, "--weights", "none",
+                          "--encoder", "mobilenet_v2", "--extract_with", "litert")
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --extract_with litert needs the ai-edge-litert "
+                                                       "package"), result.stderr
+        assert "leave out --extract_with" in lines[0] and not os.path.exists(run_dir)  # nothing written

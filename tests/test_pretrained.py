@@ -76,7 +76,8 @@ def test_the_shipped_package_records_its_weights_by_name_and_digest_only():
 def test_encoder_check_passes_with_the_training_encoder_and_warns_with_another(tiny_package, tmp_path, capsys):
     import keras
 
-    from serving.captioner import ENCODER_CHECK_THRESHOLD, Captioner, check_encoder
+    from serving.captioner import Captioner
+    from serving.encoder_check import ENCODER_CHECK_THRESHOLD, check_encoder
 
     same = Captioner(tiny_package)
     assert same.encoder_agreement() == pytest.approx(1.0, abs=1e-5)
@@ -179,7 +180,8 @@ def test_offline_without_weights_stops_with_one_line_naming_weights_path(tiny_pa
 @needs_shared
 @has_shared_weights
 def test_the_shipped_pretrained_captioner_captions_its_reference_images(capsys):
-    from serving.captioner import Captioner, check_encoder
+    from serving.captioner import Captioner
+    from serving.encoder_check import check_encoder
 
     metadata = json.load(open(os.path.join(PRETRAINED, "metadata.json"), encoding="utf-8"))
     assert os.path.getsize(os.path.join(PRETRAINED, "model.keras")) < 10e6

@@ -1,5 +1,5 @@
 """Training again in a used run folder, and the epochs that count for patience: a fresh training starts every
-later phase from its own result, only scored epochs count as not improved."""
+later phase from its own result, only scored epochs count as not improved, and bad schedule flags are one line."""
 import os
 import shutil
 
@@ -11,6 +11,9 @@ from test_pipeline import read_json
 from test_scst import model_weights, scst_config
 from training.history import read_history
 from train import train
+
+SCST_FLAGS = ["--scst_epochs", "1", "--scst_batch_size", "4", "--scst_samples", "3"]
+
 
 def modified(run_dir: str) -> dict:
     """When each file of the run folder was last written (the feature store's files, which opening it
@@ -102,3 +105,18 @@ def test_self_critical_patience_counts_scored_epochs(trained_run, tmp_path, flat
     # The starting model sets the bar; epoch 1 is not scored, epoch 2 is and does not beat it: patience 1 ends there.
     state = train(scst_config(trained_run, run_dir, scst_epochs=3, scst_patience=1, eval_every=2))
     assert state["epochs_done"] == 2 and state["best_epoch"] == 0
+
+
+@pytest.mark.parametrize("phase", [[], ["--objective", "scst"], ["--objective", "xe+scst"], ["--fine_tune_encoder"]])
+def test_eval_every_0_is_one_line_in_every_phase_and_changes_nothing(trained_run, tmp_path, phase):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(trained_run.run_dir, run_dir)
+    before = modified(run_dir)
+    result = run_main("train.py", "--run_dir", run_dir, *phase, *SCST_FLAGS, "--eval_every", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --eval_every must be at least 1, got 0"]
+    assert modified(run_dir) == before
+    result = run_main("train.py", "--run_dir", run_dir, *phase, "--patience", "-1")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: --patience must be 0 (off) or more, got -1"]
+    assert read_json(run_dir, "training_state.json")["epochs_done"] == 2

@@ -34,24 +34,33 @@ def test_advantages_against_the_mean_of_the_other_samples_and_against_greedy():
     np.testing.assert_allclose(advantages_of(rewards, 3, "greedy", [2.0, 1.0]), [-1, 0, 1, -1, -1, 2])
 
 
-def test_a_positive_advantage_makes_the_sample_more_likely(trained_run):
+def open_policy_parts(run, banned_endings=False):
+    """The tiny run's model (compiled for self-critical steps), its features and its sampler."""
     import keras
+
+    from decoders.decoding import CaptionDecoder, bad_ending_ids
+    from inputs.feature_store import open_features
+    from inputs.run_folder import load_run
+    from model import compile_model
+
+    metadata, _, vocabulary = load_run(run.run_dir)
+    features, _ = open_features(run.run_dir, metadata)
+    model = keras.models.load_model(os.path.join(run.run_dir, "model.keras"), compile=False)
+    compile_model(model, 0.01)
+    banned = bad_ending_ids(vocabulary) if banned_endings else ()
+    return model, features, CaptionDecoder(model, metadata["max_caption_length"], 0, banned), banned
+
+
+def test_a_positive_advantage_makes_the_sample_more_likely(trained_run):
     import tensorflow as tf
 
-    from decoders.decoding import CaptionDecoder
-    from inputs.feature_store import open_features
-    from model import compile_model
-    from training.scst import PolicyStep
-    from inputs.run_folder import load_run
     from inputs.vocabulary import START_ID
+    from training.scst import PolicyStep
 
-    metadata, _, _ = load_run(trained_run.run_dir)
-    features, _ = open_features(trained_run.run_dir, metadata)
-    model = keras.models.load_model(os.path.join(trained_run.run_dir, "model.keras"), compile=False)
-    compile_model(model, 0.01)
+    model, features, sampler, _ = open_policy_parts(trained_run)
     image_features = np.asarray(features[[0, 0]], np.float32)
-    sampler = CaptionDecoder(model, metadata["max_caption_length"])
     samples = sampler.sample(image_features[:1], 2, seed=(0, 0))
+    assert (samples[0] != samples[1]).any()  # the seed is fixed: two different captions to push apart
 
     def log_probability(row):
         """The sample's log-probability under the policy: the model renormalised over writable words."""
@@ -63,7 +72,7 @@ def test_a_positive_advantage_makes_the_sample_more_likely(trained_run):
         return float(np.log(policy[np.arange(len(samples[row])), samples[row]][real]).sum())
 
     before = [log_probability(0), log_probability(1)]
-    step = PolicyStep(model, sampler.writable)
+    step = PolicyStep(model, sampler)
     advantages = np.array([1.0, -1.0], np.float32)
     words = int((samples != 0).sum())
     # The step's loss is -sum(advantage * log-probability of each word) / words, before its update.
@@ -72,9 +81,27 @@ def test_a_positive_advantage_makes_the_sample_more_likely(trained_run):
     for _ in range(2):
         step(image_features, samples, advantages)
     after = [log_probability(0), log_probability(1)]
-    if (samples[0] != samples[1]).any():
-        assert after[0] > before[0] and after[1] < before[1]
+    assert after[0] > before[0] and after[1] < before[1]
     assert tf.math.is_finite(after[0])
+
+
+def test_the_policy_gradient_uses_the_distribution_the_samples_were_drawn_from(trained_run):
+    """With --block_bad_endings the sampler never draws <end> after "a", "on", ...: the step's
+    log-probabilities renormalise over the same words, equal to the sampler's, teacher-forced."""
+    from training.scst import PolicyStep
+
+    model, features, sampler, banned = open_policy_parts(trained_run, banned_endings=True)
+    image_features = np.repeat(np.asarray(features[:6], np.float32), 4, axis=0)
+    samples = sampler.sample(image_features[::4], 4, seed=(3, 1))
+    real = samples != 0
+    drawn = sampler.sampled_log_probabilities(image_features, samples)[real]
+    used = PolicyStep(model, sampler).log_probabilities(image_features, samples).numpy()
+    np.testing.assert_allclose(used, drawn, rtol=0, atol=2e-5)
+    # The rule was at work: the samples hold banned words before other words, and the distribution renormalised
+    # over the writable words only (what the step used before) gives those words other log-probabilities.
+    assert np.isin(samples[:, :-1][real[:, 1:]], banned).any()
+    writable_only = open_policy_parts(trained_run)[2].sampled_log_probabilities(image_features, samples)[real]
+    assert np.abs(writable_only - drawn).max() > 1e-3
 
 
 @pytest.mark.parametrize("baseline", ["mean", "greedy"])
@@ -84,6 +111,7 @@ def test_scst_continues_a_run_keeps_both_models_and_resumes(trained_run, tmp_pat
     xe_weights = model_weights(os.path.join(run_dir, "model.keras"))
     state = train(scst_config(trained_run, run_dir, scst_epochs=1, scst_baseline=baseline))
     assert state["epochs_done"] == 1 and state["monitor"] == "cider"
+    first_epoch = model_weights(os.path.join(run_dir, "last_epoch_scst.keras"))
     for weight, kept in zip(model_weights(os.path.join(run_dir, "model_xe.keras")), xe_weights):
         np.testing.assert_array_equal(weight, kept)
     assert os.path.exists(os.path.join(run_dir, "last_epoch_scst.keras"))
@@ -97,10 +125,8 @@ def test_scst_continues_a_run_keeps_both_models_and_resumes(trained_run, tmp_pat
     # model.keras is the XE model unless a self-critical epoch beat its dev CIDEr-D.
     best = model_weights(os.path.join(run_dir, "model.keras"))
     last = model_weights(os.path.join(run_dir, "last_epoch_scst.keras"))
-    if resumed["best_epoch"] == 0:
-        assert all(np.array_equal(a, b) for a, b in zip(best, xe_weights))
-    elif resumed["best_epoch"] == 2:
-        assert all(np.array_equal(a, b) for a, b in zip(best, last))
+    kept = {0: xe_weights, 1: first_epoch, 2: last}[resumed["best_epoch"]]  # every case checked, whichever it is
+    assert all(np.array_equal(a, b) for a, b in zip(best, kept))
     assert not all(np.array_equal(a, b) for a, b in zip(last, xe_weights))  # the phase did change the model
     result = run_main("predict.py", "--run_dir", run_dir, "--image_path",
                       os.path.join(trained_run.data_dir, "Flicker8k_Dataset"))
@@ -114,6 +140,7 @@ def test_scst_with_the_attention_decoder(attention_run, tmp_path):
     shutil.copytree(attention_run.run_dir, run_dir)
     state = train(scst_config(attention_run, run_dir, scst_epochs=1, block_bad_endings=True))
     assert state["epochs_done"] == 1
+    assert read_json(run_dir, "config_train_scst.json")["features"] == "spatial"  # the run's, not the flag's
     result = run_main("evaluate.py", "--run_dir", run_dir, "--data_dir", attention_run.data_dir, "--split", "dev",
                       "--model_file", "model_xe.keras", "--beam_size", "1")
     assert result.returncode == 0, result.stderr

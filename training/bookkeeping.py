@@ -78,6 +78,15 @@ def learning_rate_of(model: keras.Model) -> float:
     return float(model.optimizer.learning_rate.numpy())
 
 
+def check_bookkeeping_flags(config: Config) -> None:
+    """The flags every phase's bookkeeping reads, checked before any phase starts or writes."""
+    if config.eval_every < 1:
+        raise ValueError(f"--eval_every must be at least 1, got {config.eval_every}")
+    for flag in ("patience", "scst_patience", "decay_patience"):
+        if getattr(config, flag) < 0:
+            raise ValueError(f"--{flag} must be 0 (off) or more, got {getattr(config, flag)}")
+
+
 def dev_scoring_due(epochs_done: int, config: Config) -> bool:
     return epochs_done % config.eval_every == 0 or epochs_done == config.epochs
 

@@ -55,33 +55,41 @@ class PolicyStep:
     """One REINFORCE update: -sum(advantage * log p(sampled word)) over the real words of the samples,
     divided by their number, through the training view (the softmax only at real positions).
 
-    p is the policy the samples were drawn from: the model's distribution renormalised over the words
-    the decoder may write (`writable`, from CaptionDecoder). With the raw softmax, every lowered sample
-    would hand its probability to the never-sampled <unk>, which then swallows most of the mass.
+    p is the distribution the sampler drew each word from: the model's, renormalised over the words the
+    sampler could draw there (`CaptionDecoder.policy_words`: no <unk>, <pad>, <start>, no <end> first,
+    and with --block_bad_endings no <end> after "a", "the", ...). A gradient of another distribution
+    would push probability towards words never sampled: with the raw softmax, every lowered sample
+    would hand its probability to <unk>, which then swallows most of the mass.
     """
 
-    def __init__(self, model: keras.Model, writable: np.ndarray):
-        self.model = model
+    def __init__(self, model: keras.Model, sampler: CaptionDecoder):
+        if sampler.no_repeat:
+            raise ValueError("self-critical training samples without --no_repeat_ngram_size (it applies to dev "
+                             "scoring only)")
+        self.model, self.sampler = model, sampler
         self.view = build_training_model(model)
         self.optimizer = model.optimizer
-        self.writable = tf.constant(writable, tf.float32)
         self.step = tf.function(self._step, reduce_retracing=True)
+        self.log_probabilities = tf.function(self._log_probabilities, reduce_retracing=True)
 
-    def _step(self, image_features, samples, advantages):
+    def _log_probabilities(self, image_features, samples):
+        """The log-probability of each real word of `samples` (row by row) under the sampler's distribution."""
         caption_tokens = tf.concat([tf.fill([tf.shape(samples)[0], 1], START_ID), samples[:, :-1]], axis=1)
         real = tf.not_equal(samples, 0)
-        words = tf.boolean_mask(samples, real)
-        shape = tf.shape(samples)
-        word_rows = tf.boolean_mask(tf.broadcast_to(tf.range(shape[0])[:, None], shape), real)
-        first_word = tf.boolean_mask(tf.broadcast_to(tf.range(shape[1])[None, :] == 0, shape), real)
-        writable = tf.gather(self.writable, tf.where(first_word, 0, 1))
+        words, previous = tf.boolean_mask(samples, real), tf.boolean_mask(caption_tokens, real)
+        allowed = tf.cast(self.sampler.policy_words(previous, tf.equal(previous, START_ID)), tf.float32)
+        probabilities = self.view({"image_features": image_features, "caption_tokens": caption_tokens,
+                                   "next_words": samples}, training=False)
+        return (tf.math.log(tf.gather(probabilities, words, batch_dims=1) + 1e-12)
+                - tf.math.log(tf.reduce_sum(probabilities * allowed, axis=-1) + 1e-12))
+
+    def _step(self, image_features, samples, advantages):
+        real = tf.not_equal(samples, 0)
+        word_rows = tf.boolean_mask(tf.broadcast_to(tf.range(tf.shape(samples)[0])[:, None], tf.shape(samples)), real)
         with tf.GradientTape() as tape:
-            probabilities = self.view({"image_features": image_features, "caption_tokens": caption_tokens,
-                                       "next_words": samples}, training=False)
-            log_probabilities = (tf.math.log(tf.gather(probabilities, words, batch_dims=1) + 1e-12)
-                                 - tf.math.log(tf.reduce_sum(probabilities * writable, axis=-1) + 1e-12))
+            log_probabilities = self._log_probabilities(image_features, samples)
             weights = tf.gather(advantages, word_rows)
-            loss = -tf.reduce_sum(weights * log_probabilities) / tf.cast(tf.size(words), tf.float32)
+            loss = -tf.reduce_sum(weights * log_probabilities) / tf.cast(tf.size(log_probabilities), tf.float32)
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
@@ -206,7 +214,7 @@ def train_scst(config: Config) -> dict:
     dev_scorer = DevScorer(model, features, image_rows, captions["dev"], vocabulary, length, config)
     if not resuming:
         score_starting_model(state, dev_scorer, XE_MODEL)
-    policy_step = PolicyStep(model, sampler.writable)
+    policy_step = PolicyStep(model, sampler)
     reward = CiderD([captions["train"][name] for name in names], vocabulary.tokens, count_end=True)
     rows = np.array([image_rows[name] for name in names])
     epoch_offset, kept_before = epochs_before(run_dir, earlier)

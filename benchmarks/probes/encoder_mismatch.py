@@ -1,5 +1,5 @@
 """How much a decoder loses when its encoder's features drift: the evidence behind the encoder
-check's threshold (captioner.ENCODER_CHECK_THRESHOLD, the pretrained package's README).
+check's threshold (encoder_check.ENCODER_CHECK_THRESHOLD, the pretrained package's README).
 
     python benchmarks/probes/encoder_mismatch.py --run_dir runs/merge_s42_scst
 
@@ -22,7 +22,8 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from serving.captioner import Captioner, cosine_similarities  # noqa: E402
+from serving.captioner import Captioner  # noqa: E402
+from serving.encoder_check import cosine_similarities  # noqa: E402
 from inputs.encoders import build_encoder, encode_pixels  # noqa: E402
 from inputs.images import load_batches  # noqa: E402
 from inputs.feature_store import open_features  # noqa: E402

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from inputs.feature_store import open_features  # noqa: E402
 from inputs.json_files import read_json  # noqa: E402
 from inputs.run_folder import METADATA  # noqa: E402
-from serving.captioner import cosine_similarities  # noqa: E402
+from serving.encoder_check import cosine_similarities  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(PROJECT), "shared", "data", "flickr8k")
 RUNTIMES = ("tensorflow", "litert")

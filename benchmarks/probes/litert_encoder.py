@@ -21,7 +21,7 @@ from data_loader import load_dataset  # noqa: E402
 from inputs.encoders import build_encoder, encode_pixels  # noqa: E402
 from inputs.images import load_batches  # noqa: E402
 from inputs.litert_encoder import LiteRTEncoder  # noqa: E402
-from serving.captioner import cosine_similarities  # noqa: E402
+from serving.encoder_check import cosine_similarities  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(PROJECT), "shared", "data", "flickr8k")
 

@@ -55,7 +55,7 @@ def main() -> None:
     length = metadata["max_caption_length"]
     banned = bad_ending_ids(vocabulary) if config.block_bad_endings else ()
     sampler = CaptionDecoder(model, length, 0, banned)
-    policy_step = PolicyStep(model, sampler.writable)
+    policy_step = PolicyStep(model, sampler)
     reward = CiderD([captions["train"][name] for name in names], vocabulary.tokens, count_end=True)
     rows = np.array([image_rows[name] for name in names])
     rng = epoch_generator(config.seed, 0)
