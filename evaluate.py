@@ -109,7 +109,9 @@ def output_suffix(config: Config, captioner) -> str:
     suffix += f"_{os.path.splitext(config.model_file)[0]}" if config.model_file != BEST_MODEL else ""
     suffix += f"_ensemble{len(captioner.run_dirs)}" if len(captioner.run_dirs) > 1 else ""
     suffix += "_arithmetic" if captioner.ensemble_mean == "arithmetic" else ""
-    suffix += f"_guided{captioner.guide_threshold:g}" if captioner.tagger is not None else ""
+    if captioner.policy is not None:
+        settings = captioner.policy.settings
+        suffix += f"_guided{settings.floor:g}k{settings.constraints}m{settings.margin:g}"
     return suffix
 
 
@@ -135,8 +137,8 @@ def model_captions(config: Config):
               "weights": captioner.weights, "encoder_agreement": agreement, "decoding": captioner.decoding()}
     if guidance is not None:
         guided = {name: entry.as_dict() for name, entry in zip(names, guidance) if entry.guided}
-        print(f"guided {len(guided)} of {len(names)} captions by their ImageNet tags (threshold "
-              f"{captioner.guide_threshold:g})")
+        print(f"guided {len(guided)} of {len(names)} captions by their ImageNet tags "
+              f"({captioner.policy.settings.describe()})")
         source["guided_images"] = guided
     base = os.path.join(run_dir, f"{{}}_{config.split}{output_suffix(config, captioner)}")
     return references, missing, generated, image_dir, source, base.format("evaluation") + ".json", \

@@ -141,7 +141,7 @@ def test_runs_that_cannot_be_guided_say_so_once_and_caption(trained_run, classif
 
 
 def test_the_classifier_is_found_beside_the_encoder_weights(tmp_path):
-    from inputs.imagenet import GuidanceUnavailable, class_index_path, classifier_weights_path
+    from tagging.imagenet import GuidanceUnavailable, class_index_path, classifier_weights_path
 
     for notop, top in (("mobilenet_v2_1.0_224_from_coral_ptq_notop.weights.h5",
                         "mobilenet_v2_1.0_224_from_coral_ptq.weights.h5"),
@@ -164,7 +164,7 @@ def test_the_classifier_is_found_beside_the_encoder_weights(tmp_path):
 def test_the_class_names_ship_with_the_repository_as_keras_downloads_them():
     import hashlib
 
-    from inputs.imagenet import CLASS_INDEX, CLASS_INDEX_MD5, class_index_path, read_class_index
+    from tagging.imagenet import CLASS_INDEX, CLASS_INDEX_MD5, class_index_path, read_class_index
 
     assert class_index_path("auto") == CLASS_INDEX
     with open(CLASS_INDEX, "rb") as handle:
