@@ -59,10 +59,13 @@ class GuidedSearch:
         self.decoder = decoder
         self._search = tf.function(self._search_batch, reduce_retracing=True)
 
-    def _search_batch(self, image_features, words, phrase_first, phrase_second, beam_size: int):
-        """(sequences (images, states, beams, steps), scores, lengths (images, states, beams))."""
-        decoder, constraints = self.decoder, words.shape[1]
-        states = 2 ** constraints
+    def _search_batch(self, image_features, words, phrase_first, phrase_second, beam_size: int, constraints: int):
+        """(sequences (images, states, beams, steps), scores, lengths (images, states, beams)). `constraints`
+        is a Python number, so each count gets its own trace (reduce_retracing would leave it unknown)."""
+        decoder, states = self.decoder, 2 ** constraints
+        words = tf.ensure_shape(words, [None, constraints, None])
+        phrase_first = tf.ensure_shape(phrase_first, [None, constraints])
+        phrase_second = tf.ensure_shape(phrase_second, [None, constraints, None])
         batch, beams, vocabulary, steps = tf.shape(image_features)[0], beam_size, decoder.vocabulary_size, \
             decoder.max_length + 1
         rows = states * beams
@@ -122,7 +125,7 @@ class GuidedSearch:
         beam_size = min(beam_size, self.decoder.vocabulary_size - 3)
         count = constraints.words.shape[1]
         sequences, scores, lengths = self._search(image_features, constraints.words, constraints.phrase_first,
-                                                  constraints.phrase_second, beam_size)
+                                                  constraints.phrase_second, beam_size, count)
         batch, steps = tf.shape(sequences)[0], tf.shape(sequences)[-1]
         required_bits = bit_sum(constraints.present(), axis=1)
         met = met_counts(tf.bitwise.bitwise_and(tf.range(2 ** count)[None, :], required_bits[:, None]), count)

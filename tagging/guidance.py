@@ -34,6 +34,7 @@ class Guidance:
     constraints: List[Tuple[str, float]]
     guided: bool  # the caption is the guided one
     caption: str = ""
+    units: Tuple[int, ...] = ()  # the constraints' word units (TagPolicy.unit_labels), for measurements
 
     def as_dict(self) -> Dict[str, object]:
         return {"tags": [{"class": label, "probability": round(probability, 4)} for label, probability in self.tags],
@@ -123,7 +124,9 @@ def guide(policy: TagPolicy, search: GuidedSearch, image_features, plain: List[n
             results.append(out["token_ids"][row] if was_guided else np.asarray(plain[start + row], np.int32))
             tags = [(policy.labels[index].replace("_", " "), float(value))
                     for index, value in zip(out["tag_classes"][row], out["tag_probabilities"][row])]
+            units = [int(unit) for unit, value in zip(out["constraint_units"][row], out["constraint_probabilities"][row])
+                     if value > 0]
             asked = [(policy.unit_labels[unit], float(value)) for unit, value in
                      zip(out["constraint_units"][row], out["constraint_probabilities"][row]) if value > 0]
-            guidance.append(Guidance(tags, asked, bool(was_guided)))
+            guidance.append(Guidance(tags, asked, bool(was_guided), units=tuple(units)))
     return results, guidance

@@ -80,7 +80,8 @@ class TagPolicy:
     def __init__(self, classifier: Classifier, classes: ImageNetClasses, words: ClassWords, vocabulary_size: int,
                  settings: PolicySettings):
         self.settings = settings.check()
-        self.labels, self.unit_labels = list(classes.labels), [unit.label for unit in words.units]
+        self.labels, self.units = list(classes.labels), list(words.units)
+        self.unit_labels = [unit.label for unit in words.units]
         units = self.unit_count = max(len(words.units), 1)  # a vocabulary that names nothing keeps shapes valid
         class_units = np.zeros((len(words.class_units), units), np.float32)
         for index, chosen in enumerate(words.class_units):
