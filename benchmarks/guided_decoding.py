@@ -5,6 +5,7 @@ unguided; a sweep of the policy's settings; the speed; and captions of photos fr
     python benchmarks/guided_decoding.py --run_dir RUN --data_dir ../shared/data/flickr8k [--weights W]
         [--beam_size 3] [--guide_threshold F --guide_constraints K --guide_margin M]   # one table
     python benchmarks/guided_decoding.py --run_dir RUN --data_dir DATA --sweep --table sweep.md   # the grid
+        [--floors 0.15 0.2 ... --constraints 1 2 3 --margins 0 0.25 ... 1e9]   # 1e9: no margin
     python benchmarks/guided_decoding.py --run_dir RUN --data_dir DATA --speed
     python benchmarks/guided_decoding.py --run_dir RUN --data_dir DATA --photos DIR [--picture OUT.jpg]
 
@@ -154,17 +155,17 @@ def table(dev: DevSplit, settings: PolicySettings) -> None:
         print(f"  {group:16s}{before[group][0]:>6d}{before[group][1]:>6d}{after[group][1]:>6d}")
 
 
-def sweep(dev: DevSplit, path: str) -> None:
-    """Every floor x k x margin of SWEEP: CIDEr-D, objects named, guided captions, wrong guided words."""
+def sweep(dev: DevSplit, path: str, grid: Dict[str, Sequence[float]]) -> None:
+    """Every floor x k x margin of `grid`: CIDEr-D, objects named, guided captions, wrong guided words."""
     plain_captions, plain_per_token = dev.captions(dev.plain), dev.per_token(dev.plain)
     baseline = measure(dev, plain_captions, None, ("CIDEr-D",))
     lines = [f"unguided, beam {dev.beam_size}: CIDEr-D {baseline['CIDEr-D']:.4f}, objects named {baseline['named']} "
              f"of {baseline['objects']}", "", "| floor | k | margin | CIDEr-D | objects named | guided captions | "
              "guided words in no reference |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for floor, k in itertools.product(SWEEP["floors"], SWEEP["constraints"]):
-        tokens, guidance = dev.guided(PolicySettings(floor, k, max(SWEEP["margins"])))
+    for floor, k in itertools.product(grid["floors"], grid["constraints"]):
+        tokens, guidance = dev.guided(PolicySettings(floor, int(k), max(grid["margins"])))
         guided_per_token = dev.per_token(tokens)
-        for margin in SWEEP["margins"]:
+        for margin in grid["margins"]:
             kept = [entry.guided and bool(dev.captioner.policy.accepts(True, g, 1, p, 1, margin))
                     for entry, g, p in zip(guidance, guided_per_token, plain_per_token)]
             rows = [row if keep else plain for row, plain, keep in zip(tokens, dev.plain, kept)]
@@ -212,6 +213,8 @@ def main() -> None:
     parser.add_argument("--guide_margin", type=float, default=defaults.guide_margin)
     parser.add_argument("--sweep", action="store_true", help="the grid of floors, k and margins")
     parser.add_argument("--table", default="guided_sweep.md", help="--sweep: where its table goes")
+    for name, values in SWEEP.items():
+        parser.add_argument(f"--{name}", type=float, nargs="+", default=values, help=f"--sweep: the {name} tried")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--photos", default="", help="a folder of photos from outside Flickr8k")
     parser.add_argument("--picture", default="", help="--photos: also draw them with their captions here")
@@ -228,7 +231,7 @@ def main() -> None:
         return photos(captioner, args.photos, args.picture)
     dev = DevSplit(captioner, args.data_dir, args.beam_size)
     if args.sweep:
-        return sweep(dev, args.table)
+        return sweep(dev, args.table, {name: getattr(args, name) for name in SWEEP})
     if args.speed:
         return speed(dev)
     table(dev, settings)

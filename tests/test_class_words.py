@@ -93,11 +93,15 @@ def test_the_reviewed_table_names_real_classes_with_one_or_two_lowercase_words(c
     mapping.more_specific()  # no two units each named before the other
 
 
-def test_the_docs_count_of_guiding_classes_is_the_code_s():
+def test_the_docs_counts_are_the_code_s():
     from inputs.run_folder import load_vocabulary
 
     with open(os.path.join(PROJECT, "docs", "guided_decoding.md"), encoding="utf-8") as handle:
-        stated = re.search(r"On\s+the\s+shipped\s+vocabulary\s+([\d,]+)\s+of\s+the\s+1000\s+classes\s+can\s+guide", handle.read())
-    counted = class_words(read_class_index(CLASS_INDEX), load_vocabulary(os.path.join(PROJECT, "pretrained",
-                                                                                      "flickr8k_mobilenet_v2"))).mapped
-    assert stated and int(stated.group(1).replace(",", "")) == counted
+        text = " ".join(handle.read().split())
+    stated = re.search(r"On the shipped vocabulary (\d+) of the 1000 classes can guide, through (\d+) word units", text)
+    table = re.search(r"by the reviewed table\*\* \((\d+) classes\)", text)
+    mapping = class_words(read_class_index(CLASS_INDEX),
+                          load_vocabulary(os.path.join(PROJECT, "pretrained", "flickr8k_mobilenet_v2")))
+    assert stated and table, "docs/guided_decoding.md no longer states the map's counts in the words this test reads"
+    assert (int(stated.group(1)), int(stated.group(2)), int(table.group(1))) == \
+        (mapping.mapped, len(mapping.units), len(read_table()))
