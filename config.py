@@ -154,7 +154,7 @@ class Config:
                                  "tag passes --guide_threshold and the caption does not name it yet, constrained beam "
                                  "search makes the caption say it (docs/guided_decoding.md); none: plain decoding",
                          choices=("tags", "none"))
-    guide_threshold: float = _option(0.5, "--guide tags: the floor: the probability a word needs to guide the caption "
+    guide_threshold: float = _option(0.35, "--guide tags: the floor: the probability a word needs to guide the caption "
                                           "(the sum over the ImageNet classes it names; tuned on the Flickr8k dev "
                                           "split: benchmarks/guided_decoding.py --sweep)")
     guide_constraints: int = _option(3, "--guide tags: how many words may guide one caption, the likeliest first (1 "

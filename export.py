@@ -97,10 +97,10 @@ def module_with_weights(captioner: Captioner) -> tf.Module:
     return module
 
 
-def guided_outputs(captioner: Captioner, features, token_ids) -> dict:
+def guided_outputs(captioner: Captioner, features, token_ids, log_probabilities) -> dict:
     """What `Captioner.captions_and_guidance` does, in the graph: tagging/guidance.py's one definition."""
     out = guide_in_graph(captioner.policy, captioner.search, features, token_ids, captioner.beam_size,
-                         captioner.length_penalty)
+                         captioner.length_penalty, log_probabilities=log_probabilities)
     labels = tf.constant([label.replace("_", " ") for label in captioner.policy.labels])
     return {"token_ids": out["token_ids"], "log_probabilities": out["log_probabilities"], "guided": out["guided"],
             "tags": tf.gather(labels, out["tag_classes"]), "tag_probabilities": out["tag_probabilities"]}
@@ -116,7 +116,7 @@ def write_saved_model(captioner: Captioner, target: str) -> None:
         token_ids, log_probabilities = decoder.best_in_graph(features, beam_size, length_penalty)
         if captioner.policy is None:
             return {"captions": caption_strings(token_ids, tokens), "log_probabilities": log_probabilities}
-        outputs = guided_outputs(captioner, features, token_ids)
+        outputs = guided_outputs(captioner, features, token_ids, log_probabilities)
         return {"captions": caption_strings(outputs.pop("token_ids"), tokens), **outputs}
 
     def image_features(images):

@@ -172,7 +172,7 @@ def sweep(dev: DevSplit, path: str, grid: Dict[str, Sequence[float]]) -> None:
             entries = [type(entry)(entry.tags, entry.constraints, keep, units=entry.units)
                        for entry, keep in zip(guidance, kept)]
             row = measure(dev, dev.captions(rows), entries, ("CIDEr-D",))
-            lines.append(f"| {floor:g} | {k} | {'none' if margin >= 1e9 else f'{margin:g}'} | {row['CIDEr-D']:.4f} | "
+            lines.append(f"| {floor:g} | {int(k)} | {'none' if margin >= 1e9 else f'{margin:g}'} | {row['CIDEr-D']:.4f} | "
                          f"{row['named']} | {row['guided']} | {row['wrong']} of {row['said']} |")
             print(lines[-1], flush=True)
     with open(path, "w", encoding="utf-8") as handle:

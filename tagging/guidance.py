@@ -70,12 +70,14 @@ def open_policy(metadata: dict, weights: str, vocabulary: Vocabulary, settings: 
 
 
 def guide_in_graph(policy: TagPolicy, search: GuidedSearch, features, token_ids, beam_size: int,
-                   length_penalty: float, settings: Optional[PolicySettings] = None) -> Dict[str, tf.Tensor]:
-    """Each image's caption (token ids, width max_length + 1) and its log-probability, guided where the
-    policy says so; whether it was guided; its shown tags; its constraints' units and evidence."""
+                   length_penalty: float, settings: Optional[PolicySettings] = None,
+                   log_probabilities=None) -> Dict[str, tf.Tensor]:
+    """Each image's caption (token ids, width max_length + 1) and its log-probability (the plain captions'
+    `log_probabilities` where given, else 0, for the images not guided), guided where the policy says so;
+    whether it was guided; its shown tags; its constraints' units and evidence."""
     settings = settings or policy.settings
     decoder = search.decoder
-    plain_scores, plain_lengths = decoder.score_in_graph(features, token_ids)
+    plain_scores = tf.zeros(tf.shape(token_ids)[:1]) if log_probabilities is None else log_probabilities
     width = decoder.max_length + 1
     token_ids = tf.pad(token_ids[:, :width], [[0, 0], [0, width - tf.shape(token_ids[:, :width])[1]]])
     probabilities = policy.probabilities(features)
@@ -87,7 +89,8 @@ def guide_in_graph(policy: TagPolicy, search: GuidedSearch, features, token_ids,
         guided_ids, scores, lengths, _, found = search.best_in_graph(
             rows(features), type(selection.constraints)(*(rows(part) for part in selection.constraints)),
             max(beam_size, GUIDED_BEAM), rows(selection.required), rows(selection.keep), length_penalty)
-        accepted = policy.accepts(found, scores, lengths, rows(plain_scores), rows(plain_lengths), settings.margin)
+        plain_rows, plain_lengths = decoder.score_in_graph(rows(features), rows(token_ids))
+        accepted = policy.accepts(found, scores, lengths, plain_rows, plain_lengths, settings.margin)
         indices = tf.boolean_mask(constrained, accepted)[:, None]
         return (tf.tensor_scatter_nd_update(token_ids, indices, tf.boolean_mask(guided_ids, accepted)),
                 tf.tensor_scatter_nd_update(plain_scores, indices, tf.boolean_mask(scores, accepted)),
