@@ -84,6 +84,11 @@ def test_evaluate_counts_the_guided_captions_and_names_its_file_after_them(train
     assert f"guided {len(guided)} of 3 captions by their ImageNet tags (floor {DEFAULTS.floor:g}" in result.stdout
     for name, guidance in guided.items():
         assert "circle" in written["captions"][name]["generated"].split() and guidance["guided"]
+    # predict.py captions the same images as evaluate.py does, by the same policy.
+    predicted = predict(trained_run, *classifier_files, *ANY_MARGIN, "--beam_size", "1", "--image_path",
+                        *dev_images(trained_run))
+    by_name = {os.path.basename(line.split("\t")[0]): line.split("\t")[1] for line in predicted.stdout.splitlines()}
+    assert {name: entry["generated"] for name, entry in written["captions"].items()} == by_name
 
 
 def test_the_saved_model_guides_as_predict_does(trained_run, classifier_files, tmp_path):
