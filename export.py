@@ -99,8 +99,8 @@ def module_with_weights(captioner: Captioner) -> tf.Module:
 
 def guided_outputs(captioner: Captioner, features, token_ids, log_probabilities) -> dict:
     """What `Captioner.captions_and_guidance` does, in the graph: tagging/guidance.py's one definition."""
-    out = guide_in_graph(captioner.policy, captioner.search, features, token_ids, captioner.beam_size,
-                         captioner.length_penalty, log_probabilities=log_probabilities)
+    out = guide_in_graph(captioner.policy, captioner.search, features, token_ids, log_probabilities,
+                         captioner.beam_size, captioner.length_penalty)
     labels = tf.constant([label.replace("_", " ") for label in captioner.policy.labels])
     return {"token_ids": out["token_ids"], "log_probabilities": out["log_probabilities"], "guided": out["guided"],
             "tags": tf.gather(labels, out["tag_classes"]), "tag_probabilities": out["tag_probabilities"]}

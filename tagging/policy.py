@@ -115,8 +115,7 @@ class TagPolicy:
     def named(self, token_ids) -> tf.Tensor:
         """(images, units) booleans: the caption names the unit, by its words or phrase or by a more
         specific unit's."""
-        words = tf.reduce_max(tf.one_hot(token_ids, tf.shape(self.unit_words)[1]), axis=1)  # (images, vocabulary)
-        present = tf.matmul(words, tf.cast(self.unit_words, tf.float32), transpose_b=True) > 0
+        present = tf.reduce_any(tf.gather(tf.transpose(self.unit_words), token_ids), axis=1)  # (images, units)
         follows_first = tf.equal(token_ids[:, :-1, None], self.phrase_first[None, None, :])  # (images, pairs, units)
         second = tf.gather(tf.transpose(self.phrase_second), token_ids[:, 1:])  # (images, pairs, units)
         present |= tf.reduce_any(follows_first & second, axis=1)
