@@ -117,11 +117,12 @@ class GuidedSearch:
         return sequences, scores, lengths
 
     def best_in_graph(self, image_features, constraints: Constraints, beam_size: int, required, keep,
-                      length_penalty: float = 0.0):
+                      length_penalty: float = 0.0, word_classes=None):
         """Each image's best caption among those meeting at least `required` (images,) of its constraints
-        and containing every token of `keep` ((images, width) token ids, -1 for none): (token ids (images,
-        steps), log-probability, length in tokens with <end>, constraints met, found). Where no caption
-        qualifies, found is False. TensorFlow operations only (exported models call it while tracing)."""
+        and containing every word of `keep` ((images, width) ids, -1 for none; with `word_classes`, a
+        (vocabulary,) map, a caption contains a kept id where one of its words maps to it): (token ids
+        (images, steps), log-probability, length in tokens with <end>, constraints met, found). Where no
+        caption qualifies, found is False. TensorFlow operations only (exported models call it while tracing)."""
         beam_size = min(beam_size, self.decoder.vocabulary_size - 3)
         count = constraints.words.shape[1]
         sequences, scores, lengths = self._search(image_features, constraints.words, constraints.phrase_first,
@@ -130,7 +131,8 @@ class GuidedSearch:
         required_bits = bit_sum(constraints.present(), axis=1)
         met = met_counts(tf.bitwise.bitwise_and(tf.range(2 ** count)[None, :], required_bits[:, None]), count)
         flat = tf.reshape(sequences, [batch, -1, steps])  # (images, states * beams, steps)
-        has = tf.reduce_any(tf.equal(flat[:, :, :, None], keep[:, None, None, :]), axis=2)  # (images, rows, width)
+        written = flat if word_classes is None else tf.gather(word_classes, flat)
+        has = tf.reduce_any(tf.equal(written[:, :, :, None], keep[:, None, None, :]), axis=2)  # (images, rows, width)
         keeps_all = tf.reduce_all(has | (keep[:, None, :] < 0), axis=2)
         met_rows = tf.repeat(met, beam_size, axis=1)
         ranks = tf.reshape(scores / tf.maximum(tf.cast(lengths, tf.float32), 1.0) ** length_penalty, [batch, -1])

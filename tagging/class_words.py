@@ -158,11 +158,21 @@ class WordUnit:
 @dataclass
 class ClassWords:
     """For one vocabulary: the word units, and for each class the units that name it, most specific first
-    (empty: it does not guide), its kind, and the words a guided caption must keep."""
+    (empty: it does not guide), its kind; and the vocabulary's words for people."""
     units: List[WordUnit]
     class_units: List[Tuple[int, ...]]
     kinds: List[str]
-    content_words: Tuple[int, ...]
+    person_words: Tuple[int, ...]
+
+    def kept_words(self, vocabulary_size: int) -> np.ndarray:
+        """(vocabulary,) ids: for each word a guided caption must keep, the word that counts as keeping it
+        (its unit's first word: "dogs" and "puppy" keep "dog"; any person word keeps a person: "man" keeps
+        "girl"); -1 for the words it may drop."""
+        kept = np.full(vocabulary_size, -1, np.int32)
+        for unit in self.units:
+            kept[list(unit.words)] = unit.words[0] if unit.words else -1
+        kept[list(self.person_words)] = self.person_words[0] if self.person_words else -1
+        return kept
 
     @property
     def mapped(self) -> int:
@@ -255,5 +265,4 @@ def class_words(classes: ImageNetClasses, vocabulary: Vocabulary, kinds: Sequenc
                 chosen.append(index_of[root])
         class_units.append(tuple(chosen))
     person = [vocabulary.ids[form] for word in PERSON_WORDS for form in (word, plural(word)) if form in vocabulary.ids]
-    content = sorted({word for unit in units for word in unit.words} | set(person))
-    return ClassWords(units, class_units, [kind for kind, _ in names], tuple(content))
+    return ClassWords(units, class_units, [kind for kind, _ in names], tuple(dict.fromkeys(person)))

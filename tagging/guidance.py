@@ -75,7 +75,7 @@ def search_and_accept(policy: TagPolicy, search: GuidedSearch, features, token_i
     each replaces the plain caption `token_ids` (the policy's rules)."""
     guided_ids, scores, lengths, _, found = search.best_in_graph(
         features, selection.constraints, max(beam_size, GUIDED_BEAM), selection.required, selection.keep,
-        length_penalty)
+        length_penalty, policy.kept_words)
     plain_scores, plain_lengths = search.decoder.score_in_graph(features, token_ids)
     return guided_ids, scores, policy.accepts(found, scores, lengths, plain_scores, plain_lengths, margin)
 

@@ -12,8 +12,9 @@ Selection, as the nocaps baselines do it (Agrawal et al. 2019, after Anderson et
   speedboat 0.2: "canoe|kayak", not "boat").
 - The `constraints` likeliest units guide (classes of kinds that never guide have no unit at all).
 Replacement: the guided caption must meet all its constraints, or k-1 of k where there are several;
-must keep every content word of the plain caption (a word of the map, or a person) unless a more
-specific word replaces it ("dog" may become "poodle"); and its mean log-probability per token must be
+must keep every content word of the plain caption (a word of the map, or a person; a synonym or
+plural keeps it, and any person word keeps a person) unless a more specific word replaces it ("dog"
+may become "poodle"); and its mean log-probability per token must be
 within `margin` of the plain caption's.
 
 Everything here is TensorFlow operations: predict.py, evaluate.py and the page run it eagerly, the
@@ -66,7 +67,8 @@ class PolicySettings:
 
 class Selection(NamedTuple):
     """Each image's constraints: their units and evidence ((images, k); evidence 0 where there is none),
-    the words that meet them, how many the guided caption must meet, and the tokens it must keep."""
+    the words that meet them, how many the guided caption must meet, and the words it must keep (as
+    TagPolicy.kept_words counts them; -1: none)."""
     units: tf.Tensor
     evidence: tf.Tensor
     constraints: Constraints
@@ -94,13 +96,11 @@ class TagPolicy:
             phrase_second[index, list(unit.phrase_second)] = True
             phrase_first[index] = unit.phrase_first
         specific = words.more_specific() if words.units else np.zeros((1, 1), bool)
-        content = np.zeros(vocabulary_size, bool)
-        content[list(words.content_words)] = True
         self.kernel, self.bias = tf.constant(classifier.kernel), tf.constant(classifier.bias)
         self.class_units, self.unit_words = tf.constant(class_units), tf.constant(unit_words)
         self.phrase_first, self.phrase_second = tf.constant(phrase_first), tf.constant(phrase_second)
         self.specific = tf.constant(specific.astype(np.float32))
-        self.content = tf.constant(content)
+        self.kept_words = tf.constant(words.kept_words(vocabulary_size))
 
     def probabilities(self, image_features) -> tf.Tensor:
         """(images, 1000) class probabilities from the decoder's features: vectors, or maps of regions."""
@@ -136,8 +136,9 @@ class TagPolicy:
         # The words of units more generic than a constraint may be replaced by it ("dog" by "poodle").
         generic = tf.reduce_sum(tf.gather(self.specific, units) * tf.cast(active, tf.float32)[..., None], axis=1)
         replaceable = tf.matmul(generic, tf.cast(self.unit_words, tf.float32)) > 0  # (images, vocabulary)
-        kept = tf.gather(self.content, token_ids) & ~tf.gather(replaceable, token_ids, batch_dims=1)
-        return Selection(units, tf.where(active, values, 0.0), constraints, required, tf.where(kept, token_ids, -1))
+        kept = tf.gather(self.kept_words, token_ids)
+        kept = tf.where(tf.gather(replaceable, token_ids, batch_dims=1), -1, kept)
+        return Selection(units, tf.where(active, values, 0.0), constraints, required, kept)
 
     @staticmethod
     def accepts(found, guided_score, guided_length, plain_score, plain_length, margin: float) -> tf.Tensor:

@@ -141,6 +141,22 @@ def test_k_minus_1_of_k_and_the_words_to_keep(decoder):
     assert sum(found for *_, found in results) >= 3
 
 
+def test_a_kept_word_is_kept_by_any_word_of_its_class(decoder):
+    rng = np.random.default_rng(10)
+    features = rng.normal(scale=2.0, size=(6, FEATURES)).astype(np.float32)
+    words, first, second = random_constraints(rng, 6, 1, 2)
+    classes = np.full(VOCABULARY, -1, np.int32)
+    classes[[5, 6, 7]] = 5  # words 5, 6 and 7 are one class: any of them keeps "5"
+    search = GuidedSearch(decoder)
+    out = search.best_in_graph(tf.constant(features), Constraints(tf.constant(words), tf.constant(first),
+                                                                  tf.constant(second)), 4, tf.ones(6, tf.int32),
+                               tf.fill([6, 1], 5), 0.0, tf.constant(classes))
+    tokens, found = out[0].numpy(), out[4].numpy()
+    assert found.any()
+    for row, ok in zip(tokens, found):
+        assert not ok or set(row) & {5, 6, 7}
+
+
 def test_without_constraints_it_is_beam_search(decoder):
     rng = np.random.default_rng(8)
     features = rng.normal(scale=2.0, size=(6, FEATURES)).astype(np.float32)

@@ -16,9 +16,10 @@ n90000004\tspeedboat\tvehicle\tboat
 n90000005\tstudio_couch\tfurniture\tcouch,sofa
 n90000006\tjersey\tclothing\tshirt
 n90000007\ttoy_poodle\tanimal\tpoodle;dog
+n90000008\thotdog\tfood\thot dog;food
 """
-LABELS = ["tabby", "Egyptian_cat", "canoe", "speedboat", "studio_couch", "jersey", "toy_poodle"]
-WORDS = "a man dog dogs poodle cat cats boat boats canoe kayak kayaks couch sofa shirt ball on".split()
+LABELS = ["tabby", "Egyptian_cat", "canoe", "speedboat", "studio_couch", "jersey", "toy_poodle", "hotdog"]
+WORDS = "a man dog dogs poodle cat cats boat boats canoe kayak kayaks couch sofa shirt ball on hot food girl".split()
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,12 @@ def test_the_most_specific_word_first_and_a_generic_word_does_not_name_a_specifi
     assert labels == [["canoe|kayak"], ["canoe|kayak"], [], []]
 
 
+def test_a_two_word_name_is_named_only_by_its_two_words_in_a_row(policy):
+    hot_dog = [0, 0, 0, 0, 0, 0, 0, 0.9]
+    labels, _, _, _ = select(policy, [hot_dog] * 4, ["a man on a dog", "a dog on a hot", "a hot dog", "a hot dogs"])
+    assert labels == [["hot dog"], ["hot dog"], [], []]  # "food" is more generic: "hot dog" asks first
+
+
 def test_the_top_k_over_the_floor_guide_and_the_caption_must_meet_k_minus_1_of_k(policy):
     probabilities = [[0.5, 0.1, 0.0, 0.0, 0.25, 0.0, 0.15]]
     labels, _, required, _ = select(policy, probabilities, ["a man"], floor=0.1)
@@ -73,9 +80,11 @@ def test_the_top_k_over_the_floor_guide_and_the_caption_must_meet_k_minus_1_of_k
 
 
 def test_content_words_are_kept_unless_a_more_specific_word_replaces_them(policy):
-    _, _, _, kept = select(policy, [[0, 0, 0, 0, 0, 0, 0.9], [0.9]], ["a man dog on a ball", "a man dog on a"])
+    _, _, _, kept = select(policy, [[0, 0, 0, 0, 0, 0, 0.9], [0.9], [0.9]],
+                           ["a man dog on a ball", "a man dog on a", "a girl dogs"])
     # poodle replaces dog; "cat" must keep both the man and the dog. Function words are free to change.
-    assert kept == [["man"], ["dog", "man"]]
+    # A word is kept by its unit's first word's class ("dogs" counts as "dog"), any person by "man".
+    assert kept == [["man"], ["dog", "man"], ["dog", "man"]]
 
 
 def test_the_guided_caption_replaces_the_plain_one_only_within_the_margin():
