@@ -32,6 +32,7 @@ from inputs.images import IMAGE_SUFFIXES  # noqa: E402
 from inputs.run_folder import BEST_MODEL, METADATA  # noqa: E402
 from serving.captioner import Captioner  # noqa: E402
 from serving.encoder_check import ENCODER_CHECK_THRESHOLD, encoder_warning  # noqa: E402
+from tagging.policy import PolicySettings  # noqa: E402
 
 RUNS_DIR = os.environ.get("CAPTION_RUNS_DIR", os.path.join(PROJECT_DIR, "runs"))
 PACKAGE_DIR = os.environ.get("CAPTION_PRETRAINED_DIR", PRETRAINED_DIR)
@@ -42,7 +43,7 @@ CLASS_NAMES = os.environ.get("CAPTION_CLASS_NAMES", "auto")
 PACKAGE_CHOICE = "pretrained captioner (Flickr8k, MobileNetV2)"
 SAMPLE_IMAGES = os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset")
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
-GUIDE_BY_DEFAULT, GUIDE_THRESHOLD = Config().guide == "tags", Config().guide_threshold
+GUIDE_BY_DEFAULT, GUIDE_SETTINGS = Config().guide == "tags", PolicySettings.of(Config())
 
 
 def run_folders(runs_dir: str) -> List[str]:
@@ -66,7 +67,7 @@ def load_captioner(run_dir: str, weights: str = "", guide: bool = False) -> Capt
     captioner.guide_note = ""
     if guide:
         try:  # the page captions on without guidance, and says why
-            captioner.guide_note = captioner.guide_by_tags(GUIDE_THRESHOLD, CLASSIFIER_WEIGHTS, CLASS_NAMES)
+            captioner.guide_note = captioner.guide_by_tags(GUIDE_SETTINGS, CLASSIFIER_WEIGHTS, CLASS_NAMES)
         except ValueError as error:
             captioner.guide_note = f"no guidance by ImageNet tags: {error}"
     captioner.encoder()  # built now, so the first caption is not the slow one
@@ -138,7 +139,7 @@ def main() -> None:
     guide = st.sidebar.checkbox("Guide by ImageNet tags", value=GUIDE_BY_DEFAULT,
                                 help="the encoder's ImageNet classifier tags the photo; a confident tag that the "
                                      "caption misses makes the caption say it (docs/guided_decoding.md)")
-    threshold = st.sidebar.slider("Tag probability that guides", 0.05, 1.0, GUIDE_THRESHOLD, 0.05,
+    threshold = st.sidebar.slider("Word probability that guides (the floor)", 0.05, 1.0, GUIDE_SETTINGS.floor, 0.05,
                                   disabled=not guide)
     run_dir = PACKAGE_DIR if run == PACKAGE_CHOICE else os.path.join(RUNS_DIR, run)
     try:

@@ -59,8 +59,7 @@ class Config:
                              "file, one part per machine; run preprocess.py without --shard afterwards to merge")
     extract_batch_size: int = _option(32, "images per encoder batch during feature extraction")
     extract_with: str = _option("tensorflow", "what runs the encoder during feature extraction: TensorFlow, or the "
-                                "same model converted to LiteRT (XNNPACK; on 2 CPU cores the encoder 2.5x as fast, a "
-                                "whole extraction 1.1-1.2x; features equal to a cosine of 1.000000, BENCHMARKS.md)",
+                                "same model converted to LiteRT (XNNPACK: the same features, sooner; BENCHMARKS.md)",
                                 choices=("tensorflow", "litert"))
     split_seed: int = _option(1234, "seed of the 75/12.5/12.5 split drawn when a dataset has no split files")
     encoder_seed: int = _option(7, "seed that makes an untrained (--weights none) encoder reproducible")
@@ -147,24 +146,25 @@ class Config:
     no_repeat_ngram_size: int = _option(0, "never repeat an n-gram of this many words within a caption (0 = off)")
     block_bad_endings: bool = _option(False, "never end a caption on a word such as a, the, of, in, with "
                                              "(training: in the samples of self-critical training and in dev scoring)")
-    ensemble_mean: str = _option("geometric", "an ensemble (several --run_dir): average the models' word "
-                                              "log-probabilities and renormalise (geometric), or their probabilities "
-                                              "(arithmetic); geometric scored higher on Flickr8k (docs/results.md)",
+    ensemble_mean: str = _option("geometric", "an ensemble (several --run_dir): average the models' word log-"
+                                              "probabilities (geometric, better on Flickr8k) or probabilities",
                                  choices=ENSEMBLE_MEANS)
-    guide: str = _option("tags", "tags: guided decoding; the encoder's ImageNet classifier tags each image, and where a "
-                                 "tag passes --guide_threshold and the caption does not name it yet, constrained beam "
-                                 "search makes the caption say it (docs/guided_decoding.md); none: plain decoding",
+    guide: str = _option("tags", "tags: the encoder's ImageNet tags put the words they name into the caption by "
+                                 "constrained beam search (docs/guided_decoding.md); none: plain decoding",
                          choices=("tags", "none"))
-    guide_threshold: float = _option(0.5, "--guide tags: the probability a tag (the classes named by the same words, "
-                                          "summed) needs to guide the caption (tuned on the Flickr8k dev split)")
+    guide_threshold: float = _option(0.35, "--guide tags: the floor: the probability a word needs to guide (summed over "
+                                          "the classes it names; tuned on Flickr8k dev: guided_decoding.py --sweep)")
+    guide_constraints: int = _option(3, "--guide tags: how many words may guide one caption, the likeliest first (1 "
+                                        "to 3); with several, the guided caption must name all but one")
+    guide_margin: float = _option(0.5, "--guide tags: the guided caption replaces the plain one only when its mean "
+                                       "log-probability per word is at most this much below the plain one's")
     classifier_weights: str = _option("auto", "--guide tags: the encoder's ImageNet model with its classifier; auto: "
                                               "EfficientNet-Lite's own weights; Keras's download for --weights imagenet; "
                                               "else the --weights file's name without _notop in the same folder")
     class_names: str = _option("auto", "--guide tags: the ImageNet class names, as Keras's imagenet_class_index.json; "
                                        "auto: the repository's copy (data/imagenet_class_index.json)")
     model_file: str = _option("model.keras", "which model of the run folder to caption with: model.keras (the best "
-                                             "of the last training phase) or model_xe.keras (the cross-entropy model "
-                                             "of a run continued with --objective scst)")
+                                             "of the last phase) or model_xe.keras (the cross-entropy model)")
     package_dir: str = _option(PRETRAINED_DIR,
                                "package.py: the folder the captioner package is written to")
     reference_images: list = _option(None, "package.py: images (files, or names in the run's image folder) whose "
@@ -252,8 +252,8 @@ TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout"
                                   "no_repeat_ngram_size", "block_bad_endings")
 # How captions are decoded, for predict.py, evaluate.py and the page.
 DECODING_FLAGS = ("max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "no_repeat_ngram_size",
-                  "block_bad_endings", "ensemble_mean", "model_file", "guide", "guide_threshold", "classifier_weights",
-                  "class_names")
+                  "block_bad_endings", "ensemble_mean", "model_file", "guide", "guide_threshold", "guide_constraints",
+                  "guide_margin", "classifier_weights", "class_names")
 
 
 def run_script(main, *args) -> None:

@@ -123,14 +123,14 @@ def model_captions(config: Config):
               "weights": captioner.weights, "encoder_agreement": agreement, "decoding": captioner.decoding()}
     if guidance is not None:
         guided = {name: entry.as_dict() for name, entry in zip(names, guidance) if entry.guided}
-        print(f"guided {len(guided)} of {len(names)} captions by their ImageNet tags (threshold "
-              f"{captioner.guide_threshold:g})")
+        print(f"guided {len(guided)} of {len(names)} captions by their ImageNet tags "
+              f"({captioner.policy.settings.describe()})")
         source["guided_images"] = guided
     decoding = dict(beam_size=config.beam_size, length_penalty=config.length_penalty,
                     no_repeat_ngram_size=config.no_repeat_ngram_size, block_bad_endings=config.block_bad_endings,
                     model_file=config.model_file, ensemble_size=len(captioner.run_dirs),
                     ensemble_mean=captioner.ensemble_mean,
-                    guide_threshold=captioner.guide_threshold if captioner.tagger is not None else None)
+                    guidance=captioner.policy.settings if captioner.policy is not None else None)
     return references, missing, generated, image_dir, source, evaluation_file(run_dir, config.split, **decoding), \
         evaluation_file(run_dir, config.split, **decoding, kind="report")
 
@@ -138,7 +138,7 @@ def model_captions(config: Config):
 def model_label(beam_size: int, guided: bool) -> str:
     """The scores' row label: how the captions were decoded. Guided captions come from a constrained search
     at least GUIDED_BEAM wide, whatever --beam_size, so a guided run says so."""
-    from serving.guidance import GUIDED_BEAM
+    from tagging.guidance import GUIDED_BEAM
 
     plain = "greedy" if beam_size == 1 else f"beam {beam_size}"
     return f"model ({plain}; guided: beam {max(beam_size, GUIDED_BEAM)})" if guided else f"model ({plain})"

@@ -37,9 +37,8 @@ from serving.captioner import Captioner  # noqa: E402
 from serving.encoder_check import check_encoder, warn_if_untrained  # noqa: E402
 from serving.loading import folder_size  # noqa: E402
 from inputs.encoders import ENCODERS  # noqa: E402
-from decoders.tags import SHOWN_TAGS  # noqa: E402
 from serving.graph_images import batch_pixels  # noqa: E402
-from serving.guidance import GUIDED_BEAM  # noqa: E402
+from tagging.guidance import guide_in_graph  # noqa: E402
 from inputs.vocabulary import END_ID, SPECIAL_TOKENS, UNK_ID  # noqa: E402
 
 EXPORT_FLAGS = ("run_dir", "data_dir", "weights", "format", "output", "export_version", "quantize") + DECODING_FLAGS
@@ -100,31 +99,13 @@ def module_with_weights(captioner: Captioner) -> tf.Module:
     return module
 
 
-def guided_in_graph(captioner: Captioner, features, token_ids, log_probabilities) -> dict:
-    """What `Captioner.captions_and_guidance` does, as TensorFlow operations: the images whose tags ask for
-    words their caption misses are searched again with constrained beam search; the others keep theirs."""
-    tagger, search = captioner.tagger, captioner.search
-    probabilities = tagger.probabilities(features)
-    satisfies, _, _ = tagger.constraints(probabilities, token_ids)
-    constrained = tf.where(tf.reduce_any(satisfies, axis=[1, 2]))[:, 0]
-
-    def search_again():
-        guided_ids, guided_log_probabilities, met = search.best_in_graph(
-            tf.gather(features, constrained), tf.gather(satisfies, constrained),
-            max(captioner.beam_size, GUIDED_BEAM), captioner.length_penalty)
-        kept = met > 0
-        rows = tf.boolean_mask(constrained, kept)[:, None]
-        return (tf.tensor_scatter_nd_update(token_ids, rows, tf.boolean_mask(guided_ids, kept)),
-                tf.tensor_scatter_nd_update(log_probabilities, rows, tf.boolean_mask(guided_log_probabilities, kept)),
-                tf.scatter_nd(rows, tf.ones_like(rows[:, 0], tf.int32), tf.shape(log_probabilities, tf.int64)) > 0)
-
-    token_ids, log_probabilities, guided = tf.cond(
-        tf.size(constrained) > 0, search_again,
-        lambda: (token_ids, log_probabilities, tf.zeros_like(log_probabilities, tf.bool)))
-    tag_probabilities, tag_classes = tf.math.top_k(probabilities, k=SHOWN_TAGS)
-    labels = tf.constant([label.replace("_", " ") for label in tagger.labels])
-    return {"token_ids": token_ids, "log_probabilities": log_probabilities, "guided": guided,
-            "tags": tf.gather(labels, tag_classes), "tag_probabilities": tag_probabilities}
+def guided_outputs(captioner: Captioner, features, token_ids, log_probabilities) -> dict:
+    """What `Captioner.captions_and_guidance` does, in the graph: tagging/guidance.py's one definition."""
+    out = guide_in_graph(captioner.policy, captioner.search, features, token_ids, log_probabilities,
+                         captioner.beam_size, captioner.length_penalty)
+    labels = tf.constant([label.replace("_", " ") for label in captioner.policy.labels])
+    return {"token_ids": out["token_ids"], "log_probabilities": out["log_probabilities"], "guided": out["guided"],
+            "tags": tf.gather(labels, out["tag_classes"]), "tag_probabilities": out["tag_probabilities"]}
 
 
 def write_saved_model(captioner: Captioner, target: str) -> None:
@@ -135,9 +116,9 @@ def write_saved_model(captioner: Captioner, target: str) -> None:
     def serve(images):
         features = encode(batch_pixels(images, size))
         token_ids, log_probabilities = decoder.best_in_graph(features, beam_size, length_penalty)
-        if captioner.tagger is None:
+        if captioner.policy is None:
             return {"captions": caption_strings(token_ids, tokens), "log_probabilities": log_probabilities}
-        outputs = guided_in_graph(captioner, features, token_ids, log_probabilities)
+        outputs = guided_outputs(captioner, features, token_ids, log_probabilities)
         return {"captions": caption_strings(outputs.pop("token_ids"), tokens), **outputs}
 
     def image_features(images):

@@ -60,6 +60,7 @@ class CaptionDecoder:
         self._beam = tf.function(self._beam_batch, reduce_retracing=True)
         self._sample = tf.function(self._sample_batch, reduce_retracing=True)
         self._forced = tf.function(self._forced_batch, reduce_retracing=True)
+        self._score = tf.function(self._score_batch, reduce_retracing=True)
 
     def _ending_banned(self, tokens):
         """(rows, vocabulary): True at <end> for the rows whose last word forbids ending (--block_bad_endings)."""
@@ -186,6 +187,35 @@ class CaptionDecoder:
             if tf.reduce_all(finished):
                 break
         return sequences, scores, lengths
+
+    def _score_batch(self, image_features, token_ids):
+        """Log-probability of given captions under the same rules as the searches, and their lengths in
+        tokens (words and <end>). `token_ids`: (images, max_length + 1), words, <end>, then <pad>."""
+        constants, state = self.steps.start(image_features)
+        rows, steps = tf.shape(token_ids)[0], self.max_length + 1
+        positions = tf.range(steps)[None, :]
+        token, total = tf.fill([rows], START_ID), tf.zeros([rows])
+        finished, lengths = tf.zeros([rows], tf.bool), tf.zeros([rows], tf.int32)
+        for step in tf.range(steps):
+            history = tf.where(positions < step, token_ids, 0)  # what a search had written before this step
+            log_probabilities, state = self._log_probabilities(token, history, state, constants, step)
+            token = token_ids[:, step]
+            finished |= tf.equal(token, PAD_ID)
+            total += tf.where(finished, 0.0, tf.gather(log_probabilities, token, batch_dims=1))
+            lengths += tf.cast(~finished, tf.int32)
+            finished |= tf.equal(token, END_ID)
+            if tf.reduce_all(finished):
+                break
+        return total, lengths
+
+    def score_in_graph(self, image_features, token_ids):
+        """(log-probability, length in tokens with <end>) of each image's caption `token_ids` (any width:
+        cut or padded to the longest caption); TensorFlow operations only."""
+        width = self.max_length + 1
+        token_ids = tf.convert_to_tensor(token_ids, tf.int32)[:, :width]
+        token_ids = tf.pad(token_ids, [[0, 0], [0, width - tf.shape(token_ids)[1]]])
+        token_ids = tf.ensure_shape(token_ids, [None, width])
+        return self._score(tf.convert_to_tensor(image_features, tf.float32), token_ids)
 
     def best_in_graph(self, image_features, beam_size: int, length_penalty: float = 0.0):
         """The best caption of each image as (token ids (batch, max_length + 1), log-probability), built

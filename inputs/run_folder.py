@@ -64,10 +64,11 @@ def save_config(config: Config, run_dir: str, script: str) -> str:
 def evaluation_file(run_dir: str, split: str, beam_size: int = 1, length_penalty: float = 0.0,
                     no_repeat_ngram_size: int = 0, block_bad_endings: bool = False, model_file: str = BEST_MODEL,
                     ensemble_size: int = 1, ensemble_mean: Optional[str] = None,
-                    guide_threshold: Optional[float] = None, kind: str = "evaluation") -> str:
+                    guidance=None, kind: str = "evaluation") -> str:
     """Where evaluate.py writes the scores of `split` decoded so (`kind` "report": the stem of its report's
     .html and .png): evaluation_<split>[_beam<K>][_lp<P>][_norepeat<N>][_noendings][_<model file>]
-    [_ensemble<N>][_arithmetic][_guided<T>].json; `guide_threshold` None for unguided captions."""
+    [_ensemble<N>][_arithmetic][_guided<floor>k<constraints>m<margin>].json; `guidance` (the tag policy's
+    settings: floor, constraints, margin) None for unguided captions."""
     suffix = "" if beam_size == 1 else f"_beam{beam_size}"
     suffix += f"_lp{length_penalty:g}" if length_penalty and beam_size > 1 else ""
     suffix += f"_norepeat{no_repeat_ngram_size}" if no_repeat_ngram_size else ""
@@ -75,7 +76,8 @@ def evaluation_file(run_dir: str, split: str, beam_size: int = 1, length_penalty
     suffix += f"_{os.path.splitext(model_file)[0]}" if model_file != BEST_MODEL else ""
     suffix += f"_ensemble{ensemble_size}" if ensemble_size > 1 else ""
     suffix += "_arithmetic" if ensemble_mean == "arithmetic" else ""
-    suffix += f"_guided{guide_threshold:g}" if guide_threshold is not None else ""
+    if guidance is not None:
+        suffix += f"_guided{guidance.floor:g}k{guidance.constraints}m{guidance.margin:g}"
     prefix = {"evaluation": EVALUATION_PREFIXES[0], "report": EVALUATION_PREFIXES[1]}[kind]
     return os.path.join(run_dir, f"{prefix}{split}{suffix}" + (".json" if kind == "evaluation" else ""))
 

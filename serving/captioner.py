@@ -16,16 +16,17 @@ from decoders import attention  # noqa: F401  (registers the attention layer, so
 from decoders.decoding import CaptionDecoder, bad_ending_ids
 from decoders.guided_search import GuidedSearch
 from decoders.steps import decoder_name
-from decoders.tags import Guidance
 from inputs.encoders import ENCODERS, build_encoder, describe_fine_tuning, describe_weights, encode_pixels, weights_note
 from inputs.feature_store import feature_shape
-from inputs.imagenet import GuidanceUnavailable
 from inputs.images import ImageError, load_batches, load_image
 from inputs.run_folder import (BEST_MODEL, ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES, METADATA, VOCABULARY,
                                load_vocabulary, read_metadata)
 from serving.encoder_check import cosine_similarities
-from serving.guidance import guide, open_tagger
 from serving.loading import check_ensemble, load_decoder
+from tagging.guidance import Guidance, guide, open_policy
+from tagging.imagenet import GuidanceUnavailable
+from tagging.policy import PolicySettings
+
 
 def check_top(top: int, beam_size: int) -> None:
     if top > beam_size:
@@ -71,17 +72,17 @@ class Captioner:
             weights = ""
         self.weights = weights or self.metadata["weights"]
         self._encoder = None
-        self.tagger, self.search, self.guide_threshold = None, None, 0.0
+        self.policy, self.search = None, None  # guided decoding's, after guide_by_tags
 
-    def guide_by_tags(self, threshold: float, classifier_weights: str = "auto", class_names: str = "auto") -> str:
+    def guide_by_tags(self, settings: PolicySettings, classifier_weights: str = "auto", class_names: str = "auto") -> str:
         """Turns on guided decoding (`--guide tags`); returns '' or, when this run cannot be guided, why
         (then it captions unguided). A missing or damaged classifier or class-name file raises ValueError."""
         try:
-            self.tagger = open_tagger(self.metadata, self.weights, self.vocabulary, threshold, classifier_weights,
+            self.policy = open_policy(self.metadata, self.weights, self.vocabulary, settings, classifier_weights,
                                       class_names)
         except GuidanceUnavailable as reason:
             return f"no guidance by ImageNet tags for {self.run_dir}: {reason}"
-        self.search, self.guide_threshold = GuidedSearch(self.decoder), threshold
+        self.search = GuidedSearch(self.decoder)
         return ""
 
     @classmethod
@@ -95,7 +96,7 @@ class Captioner:
                         config.length_penalty, config.no_repeat_ngram_size, config.block_bad_endings,
                         config.model_file, "" if config.weights == "auto" else config.weights, config.ensemble_mean)
         if config.guide == "tags":
-            note = captioner.guide_by_tags(config.guide_threshold, config.classifier_weights, config.class_names)
+            note = captioner.guide_by_tags(PolicySettings.of(config), config.classifier_weights, config.class_names)
             if note:
                 print(f"note: {note}", file=sys.stderr)
         return captioner
@@ -119,13 +120,14 @@ class Captioner:
     def captions_and_guidance(self, image_features: np.ndarray, batch_size: int = 256, beam_size: int = 0,
                               guide_threshold: float = 0.0) -> Tuple[List[str], Optional[List[Guidance]]]:
         """The best caption of each image and, with guidance on, what guided it (else None).
-        `beam_size`, `guide_threshold`: this call's, instead of the run's (0: the run's)."""
+        `beam_size`, `guide_threshold` (the floor): this call's, instead of the run's (0: the run's)."""
         beam_size = beam_size or self.beam_size
         token_ids = self.decoder.best_token_ids(image_features, beam_size, self.length_penalty, batch_size)
         guidance = None
-        if self.tagger is not None and len(token_ids):
-            token_ids, guidance = guide(self.tagger, self.search, self.vocabulary, image_features, token_ids,
-                                        beam_size, self.length_penalty, max(1, batch_size // 8), guide_threshold)
+        if self.policy is not None and len(token_ids):
+            settings = self.policy.settings.with_floor(guide_threshold)
+            token_ids, guidance = guide(self.policy, self.search, image_features, token_ids, beam_size,
+                                        self.length_penalty, max(1, batch_size // 8), settings)
         captions = [self.vocabulary.decode(ids) for ids in token_ids]
         for entry, caption in zip(guidance or [], captions):
             entry.caption = caption
@@ -148,8 +150,8 @@ class Captioner:
         rules = (f", no repeated {self.no_repeat_ngram_size}-grams" if self.no_repeat_ngram_size else "") + \
                 (", no bad endings" if self.block_bad_endings else "") + \
                 (f", {self.ensemble_mean} mean" if self.ensemble_mean else "")
-        if self.tagger is not None:
-            rules += f", guided by ImageNet tags (threshold {self.guide_threshold:g})"
+        if self.policy is not None:
+            rules += f", guided by ImageNet tags ({self.policy.settings.describe()})"
         if self.beam_size == 1:
             return "greedy" + rules
         return f"beam {self.beam_size}, length penalty {self.length_penalty}" + rules

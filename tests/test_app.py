@@ -169,7 +169,9 @@ def test_the_pretrained_package_is_the_first_choice_and_its_encoder_is_checked(t
 
 def test_the_page_guides_by_tags_and_shows_them_unless_unticked(trained_run, runs_dir, classifier_files,
                                                                  monkeypatch):
+    from config import Config
     from serving.captioner import Captioner
+    from tagging.policy import PolicySettings
 
     path, image_bytes = sample_image_bytes(trained_run)
     monkeypatch.setenv("CAPTION_CLASSIFIER_WEIGHTS", classifier_files[1])
@@ -179,7 +181,7 @@ def test_the_page_guides_by_tags_and_shows_them_unless_unticked(trained_run, run
     app.run()
     assert not app.exception and not app.error, [error.value for error in app.error]
     captioner = Captioner(trained_run.run_dir)
-    assert captioner.guide_by_tags(0.5, classifier_files[1], classifier_files[3]) == ""
+    assert captioner.guide_by_tags(PolicySettings.of(Config()), classifier_files[1], classifier_files[3]) == ""
     features = captioner.image_features([path])[1]
     (guided,), (guidance,) = captioner.captions_and_guidance(features, beam_size=1)
     assert f"**{guided}**" in [markdown.value for markdown in app.markdown]

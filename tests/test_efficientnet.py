@@ -273,7 +273,7 @@ def test_the_lite_variants_have_their_published_shapes(name, blocks, regions):
 
 def test_imagenet_weights_convert_once_into_the_cache_and_classify_a_photo(tmp_path, monkeypatch, capsys):
     from inputs.encoders import build_encoder, encode_pixels, keras_cache_dir
-    from inputs.imagenet import CLASS_INDEX, load_classifier, read_class_index
+    from tagging.imagenet import CLASS_INDEX, load_classifier, read_class_index
     from inputs.images import load_image
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))

@@ -10,6 +10,13 @@ import os
 import pytest
 
 from conftest import run_main
+from config import Config
+from tagging.policy import PolicySettings
+
+DEFAULTS = PolicySettings.of(Config())
+# The tiny model is barely trained: its guided captions are far less likely than its plain ones, so the tests
+# that check the caption names the tag accept any likelihood (the margin has tests of its own).
+ANY_MARGIN = ("--guide_margin", "1000")
 
 
 def dev_images(config):
@@ -27,9 +34,9 @@ def test_a_confident_tag_the_caption_misses_is_named_and_shown(trained_run, clas
     plain = predict(trained_run, "--guide", "none", "--image_path", *images)
     assert plain.returncode == 0, plain.stderr
     output = str(tmp_path / "captions.json")
-    guided = predict(trained_run, *classifier_files, "--image_path", *images, "--output", output)
+    guided = predict(trained_run, *classifier_files, *ANY_MARGIN, "--image_path", *images, "--output", output)
     assert guided.returncode == 0, guided.stderr
-    assert "guided by ImageNet tags (threshold 0.5)" in guided.stderr
+    assert f"guided by ImageNet tags (floor {DEFAULTS.floor:g}, up to {DEFAULTS.constraints}, margin 1000)" in guided.stderr
     written = json.load(open(output, encoding="utf-8"))
     for plain_line, line in zip(plain.stdout.splitlines(), guided.stdout.splitlines()):
         path, plain_caption = plain_line.split("\t")
@@ -68,16 +75,23 @@ def test_no_tag_over_the_threshold_leaves_every_caption_as_it_was(trained_run, c
 
 def test_evaluate_counts_the_guided_captions_and_names_its_file_after_them(trained_run, classifier_files):
     result = run_main("evaluate.py", "--run_dir", trained_run.run_dir, "--split", "dev", "--beam_size", "1",
-                      *classifier_files)
+                      *classifier_files, *ANY_MARGIN)
     assert result.returncode == 0, result.stderr
-    written = json.load(open(os.path.join(trained_run.run_dir, "evaluation_dev_guided0.5.json"), encoding="utf-8"))
+    settings = f"{DEFAULTS.floor:g}k{DEFAULTS.constraints}m1000"
+    written = json.load(open(os.path.join(trained_run.run_dir, f"evaluation_dev_guided{settings}.json"),
+                             encoding="utf-8"))
     guided = written["guided_images"]
-    assert f"guided {len(guided)} of 3 captions by their ImageNet tags (threshold 0.5)" in result.stdout
+    assert f"guided {len(guided)} of 3 captions by their ImageNet tags (floor {DEFAULTS.floor:g}" in result.stdout
     # Guided captions come from a search 5 beams wide, though --beam_size is 1: the scores' row says so.
     assert [line.split("  ")[0] for line in result.stdout.splitlines() if line.startswith("model (")] == [
         "model (greedy; guided: beam 5)"]
     for name, guidance in guided.items():
         assert "circle" in written["captions"][name]["generated"].split() and guidance["guided"]
+    # predict.py captions the same images as evaluate.py does, by the same policy.
+    predicted = predict(trained_run, *classifier_files, *ANY_MARGIN, "--beam_size", "1", "--image_path",
+                        *dev_images(trained_run))
+    by_name = {os.path.basename(line.split("\t")[0]): line.split("\t")[1] for line in predicted.stdout.splitlines()}
+    assert {name: entry["generated"] for name, entry in written["captions"].items()} == by_name
 
 
 def test_the_saved_model_guides_as_predict_does(trained_run, classifier_files, tmp_path):
@@ -85,11 +99,11 @@ def test_the_saved_model_guides_as_predict_does(trained_run, classifier_files, t
 
     images = dev_images(trained_run)
     exported = run_main("export.py", "--run_dir", trained_run.run_dir, "--output", str(tmp_path / "served"),
-                        *classifier_files)
+                        *classifier_files, *ANY_MARGIN)
     assert exported.returncode == 0, exported.stderr
     serve = tf.saved_model.load(str(tmp_path / "served" / "1")).signatures["serving_default"]
     out = serve(images=tf.constant([open(path, "rb").read() for path in images]))
-    expected = predict(trained_run, *classifier_files, "--image_path", *images)
+    expected = predict(trained_run, *classifier_files, *ANY_MARGIN, "--image_path", *images)
     assert [caption.decode() for caption in out["captions"].numpy()] == \
         [line.split("\t")[1] for line in expected.stdout.splitlines()]
     assert [tags[0].decode() for tags in out["tags"].numpy()] == ["red circle"] * len(images)
@@ -144,7 +158,7 @@ def test_runs_that_cannot_be_guided_say_so_once_and_caption(trained_run, classif
 
 
 def test_the_classifier_is_found_beside_the_encoder_weights(tmp_path):
-    from inputs.imagenet import GuidanceUnavailable, class_index_path, classifier_weights_path
+    from tagging.imagenet import GuidanceUnavailable, class_index_path, classifier_weights_path
 
     for notop, top in (("mobilenet_v2_1.0_224_from_coral_ptq_notop.weights.h5",
                         "mobilenet_v2_1.0_224_from_coral_ptq.weights.h5"),
@@ -167,7 +181,7 @@ def test_the_classifier_is_found_beside_the_encoder_weights(tmp_path):
 def test_the_class_names_ship_with_the_repository_as_keras_downloads_them():
     import hashlib
 
-    from inputs.imagenet import CLASS_INDEX, CLASS_INDEX_MD5, class_index_path, read_class_index
+    from tagging.imagenet import CLASS_INDEX, CLASS_INDEX_MD5, class_index_path, read_class_index
 
     assert class_index_path("auto") == CLASS_INDEX
     with open(CLASS_INDEX, "rb") as handle:

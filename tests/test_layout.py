@@ -9,7 +9,7 @@ from typing import Dict, List, Set
 
 from conftest import PROJECT
 
-LIBRARY_FOLDERS = ("inputs", "decoders", "training", "scoring", "serving")
+LIBRARY_FOLDERS = ("inputs", "decoders", "training", "scoring", "serving", "tagging")
 # The design card's modules and the scripts a user runs; nothing else lives in the top folder.
 TOP_MODULES = {"config", "preprocess", "data_loader", "model", "train", "predict", "evaluate", "package", "export",
                "app"}

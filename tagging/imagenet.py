@@ -76,7 +76,6 @@ def classifier_weights_path(encoder: str, classifier_weights: str, weights: str)
         return classifier_weights
     if weights == "imagenet" or (is_efficientnet_lite(encoder) and weights != "none"):
         return weights  # the network with its classifier: EfficientNet-Lite's files hold both
-        return "imagenet"
     if weights == "none":
         raise GuidanceUnavailable("an untrained encoder (--weights none) has no ImageNet classifier")
     with_top = re.sub(r"_no_?top(?=[._])", "", os.path.basename(weights))
