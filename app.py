@@ -3,11 +3,12 @@
     streamlit run app.py                          # http://localhost:8501
     streamlit run app.py --server.port 8600       # another port
     CAPTION_RUNS_DIR=/path/to/runs streamlit run app.py
-    CAPTION_WEIGHTS=/path/to/mobilenet_v2.weights.h5 streamlit run app.py   # offline: the package's encoder
-    CAPTION_CLASSIFIER_WEIGHTS=PATH CAPTION_CLASS_NAMES=PATH streamlit run app.py   # guidance's files, offline,
-                                                    # where they are not beside CAPTION_WEIGHTS
+    CAPTION_WEIGHTS=PATH streamlit run app.py     # other weights for the package's encoder (not needed:
+                                                  # EfficientNet-Lite0's come installed, nothing is downloaded)
+    CAPTION_CLASSIFIER_WEIGHTS=PATH CAPTION_CLASS_NAMES=PATH streamlit run app.py   # guidance's files, where
+                                                  # they are not the encoder's file and the repository's data/
 
-Offers the pretrained package first (pretrained/, or $CAPTION_PRETRAINED_DIR), then the trained runs
+Offers the pretrained package first (pretrained/flickr8k_efficientnet_lite0, or $CAPTION_PRETRAINED_DIR), then the trained runs
 under `runs/` (or $CAPTION_RUNS_DIR); captions uploaded images or images of the bundled sample with
 the greedy caption (guided by the image's ImageNet tags, which it shows, unless unticked) and the best
 beams (and, for an attention run, where it looked for each word), and shows the encoder and weights.
@@ -28,8 +29,9 @@ from config import PRETRAINED_DIR, PROJECT_DIR, SAMPLE_DATA_DIR, Config, quiet_t
 
 quiet_tensorflow()
 
+from inputs.encoders import ENCODERS  # noqa: E402
 from inputs.images import IMAGE_SUFFIXES  # noqa: E402
-from inputs.run_folder import BEST_MODEL, METADATA  # noqa: E402
+from inputs.run_folder import BEST_MODEL, METADATA, read_metadata  # noqa: E402
 from serving.captioner import Captioner  # noqa: E402
 from serving.encoder_check import ENCODER_CHECK_THRESHOLD, encoder_warning  # noqa: E402
 from tagging.policy import PolicySettings  # noqa: E402
@@ -40,7 +42,6 @@ PACKAGE_WEIGHTS = os.environ.get("CAPTION_WEIGHTS", "")
 # Guided decoding's ImageNet classifier and class names, where they are not beside the encoder's weights.
 CLASSIFIER_WEIGHTS = os.environ.get("CAPTION_CLASSIFIER_WEIGHTS", "auto")
 CLASS_NAMES = os.environ.get("CAPTION_CLASS_NAMES", "auto")
-PACKAGE_CHOICE = "pretrained captioner (Flickr8k, MobileNetV2)"
 SAMPLE_IMAGES = os.path.join(SAMPLE_DATA_DIR, "Flicker8k_Dataset")
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 GUIDE_BY_DEFAULT, GUIDE_SETTINGS = Config().guide == "tags", PolicySettings.of(Config())
@@ -124,11 +125,18 @@ def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, to
                  "caption (bright: most attended; the label gives the largest weight)", width="stretch")
 
 
+def package_choice() -> str:
+    """The package's entry in the list of captioners, naming the encoder it was trained on."""
+    encoder = read_metadata(PACKAGE_DIR).get("encoder", "")
+    return f"pretrained captioner (Flickr8k, {ENCODERS[encoder].model_class if encoder in ENCODERS else encoder})"
+
+
 def main() -> None:
     st.set_page_config(page_title="Image captioner", layout="wide")
     st.title("Caption your photos")
     has_package = os.path.isfile(os.path.join(PACKAGE_DIR, BEST_MODEL))
-    runs = ([PACKAGE_CHOICE] if has_package else []) + run_folders(RUNS_DIR)
+    package = package_choice() if has_package else None
+    runs = ([package] if has_package else []) + run_folders(RUNS_DIR)
     if not runs:
         st.info(f"No trained runs yet in {RUNS_DIR}. Train one first, e.g. `python train.py` "
                 "(the bundled sample), then reload this page.")
@@ -141,13 +149,13 @@ def main() -> None:
                                      "caption misses makes the caption say it (docs/guided_decoding.md)")
     threshold = st.sidebar.slider("Word probability that guides (the floor)", 0.05, 1.0, GUIDE_SETTINGS.floor, 0.05,
                                   disabled=not guide)
-    run_dir = PACKAGE_DIR if run == PACKAGE_CHOICE else os.path.join(RUNS_DIR, run)
+    run_dir = PACKAGE_DIR if run == package else os.path.join(RUNS_DIR, run)
     try:
         captioner = load_captioner(run_dir, weights_for(run_dir), guide)
     except (ValueError, OSError) as error:
         hint = (" (offline: start the page with CAPTION_WEIGHTS=/path/to/weights.h5)"
-                if run == PACKAGE_CHOICE and "--weights PATH" in str(error) else "")
-        st.error(f"{run if run == PACKAGE_CHOICE else 'Run ' + run} cannot caption: {error}{hint}")
+                if run == package and "--weights PATH" in str(error) else "")
+        st.error(f"{run if run == package else 'Run ' + run} cannot caption: {error}{hint}")
         return
     if captioner.guide_note:
         st.sidebar.warning(captioner.guide_note)

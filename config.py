@@ -17,7 +17,7 @@ from typing import Any, Iterable
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_DATA_DIR = os.path.join(PROJECT_DIR, "data", "sample")
 # The captioner that ships with the project: predict.py, export.py and the page use it when no run is named.
-PRETRAINED_DIR = os.path.join(PROJECT_DIR, "pretrained", "flickr8k_mobilenet_v2")
+PRETRAINED_DIR = os.path.join(PROJECT_DIR, "pretrained", "flickr8k_efficientnet_lite0")
 
 
 def _option(default: Any, help_text: str, **extra: Any) -> Any:

@@ -1,7 +1,7 @@
 """Stage 6: export a run (or the pretrained package) to one self-contained model file for serving.
 
     python export.py --run_dir runs/flickr8k --format saved_model --output exported/captioner
-    python export.py --format saved_model --output exported/captioner --weights PATH   # the pretrained package
+    python export.py --format saved_model --output exported/captioner   # the pretrained package
     python export.py --run_dir runs/flickr8k --format tflite --output captioner.tflite [--quantize]
 
 saved_model: a TensorFlow SavedModel in OUTPUT/<--export_version>/, the layout TensorFlow Serving

