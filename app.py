@@ -127,8 +127,13 @@ def show_caption(name: str, image_bytes: bytes, run_dir: str, beam_size: int, to
 
 def package_choice() -> str:
     """The package's entry in the list of captioners, naming the encoder it was trained on."""
-    encoder = read_metadata(PACKAGE_DIR).get("encoder", "")
-    return f"pretrained captioner (Flickr8k, {ENCODERS[encoder].model_class if encoder in ENCODERS else encoder})"
+    try:
+        metadata = read_metadata(PACKAGE_DIR)
+    except (ValueError, OSError):  # a damaged package: loading it below says what is wrong, in one line
+        return "pretrained captioner"
+    encoder = metadata.get("encoder", "")
+    name = ENCODERS[encoder].model_class if encoder in ENCODERS else encoder
+    return f"pretrained captioner ({metadata.get('dataset', '?').capitalize()}, {name})"
 
 
 def main() -> None:

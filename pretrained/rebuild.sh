@@ -24,7 +24,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 # 1. Features (the encoder run by LiteRT: the same features, sooner), cross-entropy training, then
 #    self-critical training of the same run: one command.
 "$PYTHON" train.py --data_dir "$DATA" --encoder efficientnet_lite0 --weights "$WEIGHTS" --run_dir "$RUN" \
-    --extract_with litert --seed 42 --objective xe+scst --scst_epochs 24 --scst_patience 0 --resume
+    --seed 42 --objective xe+scst --scst_epochs 24 --scst_patience 0 --resume
 # 2. The package: float16 decoder (when the dev scores hold), vocabulary, metadata, encoder check.
 "$PYTHON" package.py --run_dir "$RUN" --package_dir "$PACKAGE"
 # 3. Its dev scores, from the package's own files (the images are encoded again), unguided and guided.

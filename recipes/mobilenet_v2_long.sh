@@ -16,14 +16,13 @@ WEIGHTS=${2:-imagenet}
 RUN=${RUN:-runs/mobilenet_v2_long}
 PACKAGE=${PACKAGE:-runs/mobilenet_v2_long_package}
 PYTHON=${PYTHON:-.venv/bin/python}
-OLD_DEFAULTS=(--batch_size 32 --learning_rate 5e-4 --lr_schedule plateau --dropout 0.5)
+LONG_RECIPE=(--batch_size 32 --learning_rate 5e-4 --lr_schedule plateau --dropout 0.5)
 
 if [ ! -f "$RUN/model_xe.keras" ]; then
     "$PYTHON" train.py --data_dir "$DATA" --encoder mobilenet_v2 --weights "$WEIGHTS" --run_dir "$RUN" \
-        "${OLD_DEFAULTS[@]}" --epochs 20 --resume
+        "${LONG_RECIPE[@]}" --epochs 20 --resume
 fi
-# Two calls, as the recipe was first run: a continued phase draws its samples from a generator
-# seeded at the epoch it resumes from, so one call of 24 epochs would draw other samples.
+# Two calls, as the reference run was made: 12 self-critical epochs, then continued to at most 24.
 for epochs in 12 24; do
     "$PYTHON" train.py --data_dir "$DATA" --run_dir "$RUN" --objective scst --scst_learning_rate 1e-4 \
         --scst_batch_size 16 --lr_schedule plateau --scst_epochs $epochs --resume
