@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--run_dir", default="", help="an existing trained run (default: train a tiny one)")
     parser.add_argument("--image", default="", help="image to upload (default: one of the tiny run's)")
     parser.add_argument("--package", default="", help="the pretrained package, captioning with --weights")
-    parser.add_argument("--weights", default="", help="with --package: its encoder weights file")
+    parser.add_argument("--weights", default="", help="with --package: other encoder weights than its own")
     parser.add_argument("--screenshot", default="", help="save a PNG of the page with its caption")
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -115,9 +115,12 @@ def main() -> int:
             os.symlink(os.path.abspath(args.run_dir), run_dir)
         else:
             run_dir, image = tiny_run(root)
-        chosen = ["--run_dir", package, "--weights", args.weights] if args.package else ["--run_dir", run_dir]
+        chosen = ["--run_dir", package] if args.package else ["--run_dir", run_dir]
+        chosen += ["--weights", args.weights] if args.package and args.weights else []
+        # The caption is predict.py's first line; a guided run prints its tags on the next.
         expected = subprocess.run([sys.executable, os.path.join(PROJECT, "predict.py"), *chosen,
-                                   "--image_path", image], check=True, capture_output=True, text=True).stdout.strip()
+                                   "--image_path", image], check=True, capture_output=True,
+                                  text=True).stdout.strip().splitlines()[0]
         port = free_port()
         environment = dict(os.environ, CAPTION_RUNS_DIR=os.path.dirname(run_dir), CAPTION_PRETRAINED_DIR=package,
                            CAPTION_WEIGHTS=args.weights)

@@ -147,7 +147,7 @@ def test_the_pretrained_package_is_the_first_choice_and_its_encoder_is_checked(t
 
     path, image_bytes = sample_image_bytes(trained_run)
     app = open_app(runs_dir, monkeypatch, package_dir=tiny_package)
-    assert app.sidebar.selectbox[0].options == ["pretrained captioner (Flickr8k, MobileNetV2)", "tiny"]
+    assert app.sidebar.selectbox[0].options == ["pretrained captioner (Tiny, MobileNetV2)", "tiny"]
     assert any(caption.value.startswith("encoder check: cosine 1.0000") for caption in app.sidebar.caption)
     app.file_uploader[0].set_value(("photo.jpg", image_bytes, "image/jpeg"))
     app.run()
@@ -165,6 +165,17 @@ def test_the_pretrained_package_is_the_first_choice_and_its_encoder_is_checked(t
     monkeypatch.setenv("CAPTION_WEIGHTS", other)
     app = open_app(runs_dir, monkeypatch, package_dir=tiny_package)
     assert any("differ from the ones this decoder was trained with" in warning.value for warning in app.warning)
+
+
+def test_a_package_with_damaged_metadata_is_listed_and_says_what_is_wrong(tiny_package, runs_dir, monkeypatch,
+                                                                          tmp_path):
+    damaged = tmp_path / "damaged_package"
+    shutil.copytree(tiny_package, damaged)
+    (damaged / "metadata.json").write_text("{ not json")
+    app = open_app(runs_dir, monkeypatch, package_dir=damaged)
+    assert app.sidebar.selectbox[0].options == ["pretrained captioner", "tiny"]
+    assert len(app.error) == 1 and app.error[0].value.startswith("pretrained captioner cannot caption: ")
+    assert "metadata.json" in app.error[0].value
 
 
 def test_the_page_guides_by_tags_and_shows_them_unless_unticked(trained_run, runs_dir, classifier_files,
