@@ -93,7 +93,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", default="", help="an existing trained run (default: train a tiny one)")
     parser.add_argument("--image", default="", help="image to upload (default: one of the tiny run's)")
-    parser.add_argument("--package", default="", help="the pretrained package, captioning with --weights")
+    parser.add_argument("--package", default="",
+                        help="the pretrained package (its own encoder weights unless --weights)")
     parser.add_argument("--weights", default="", help="with --package: other encoder weights than its own")
     parser.add_argument("--screenshot", default="", help="save a PNG of the page with its caption")
     args = parser.parse_args()
@@ -115,8 +116,9 @@ def main() -> int:
             os.symlink(os.path.abspath(args.run_dir), run_dir)
         else:
             run_dir, image = tiny_run(root)
-        chosen = ["--run_dir", package] if args.package else ["--run_dir", run_dir]
-        chosen += ["--weights", args.weights] if args.package and args.weights else []
+        chosen = ["--run_dir", package if args.package else run_dir]
+        if args.package and args.weights:
+            chosen += ["--weights", args.weights]
         # The caption is predict.py's first line; a guided run prints its tags on the next.
         expected = subprocess.run([sys.executable, os.path.join(PROJECT, "predict.py"), *chosen,
                                    "--image_path", image], check=True, capture_output=True,
