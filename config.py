@@ -35,8 +35,8 @@ class Config:
     # Where things are.
     data_dir: str = _option(SAMPLE_DATA_DIR, "dataset folder: Flickr8k (official or Kaggle layout), Flickr30k, or a "
                                              "folder with a Karpathy split file (dataset_coco.json, ...)")
-    run_dir: str = _option("", "artifacts folder; empty means runs/<dataset folder name> (evaluate.py and "
-                               "predict.py take several: an ensemble that averages their word probabilities)")
+    run_dir: str = _option("", "artifacts folder; empty means runs/<dataset folder name> (several: an "
+                               "ensemble averaging their word probabilities; package.py packs them in one)")
     captions_file: str = _option("", "instead of --data_dir: a table of image/caption pairs (CSV or TSV with a "
                                      "header, or JSON Lines; columns image/image_name/filename/file and "
                                      "caption/text/comment, optionally split) whose images are in --images_dir")
@@ -189,7 +189,7 @@ class Config:
                                      "(several images: one file each, OUT_<image name>.png)")
 
     def resolved_run_dirs(self) -> list[str]:
-        """Every run folder named: several in evaluate.py and predict.py (an ensemble)."""
+        """Every run folder named: several in evaluate.py, predict.py, export.py and package.py (an ensemble)."""
         named = self.run_dir if isinstance(self.run_dir, list) else [self.run_dir]
         return [dataclasses.replace(self, run_dir=folder).resolved_run_dir() for folder in named]
 

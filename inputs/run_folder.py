@@ -2,13 +2,15 @@
 
     preprocess -> metadata.json, vocabulary.json, captions.json, features_<encoder>.{bin,index,json}
     train      -> model.keras, last_epoch*.keras, training_state*.json, history.csv, training_curves.png
-    package    -> a package folder: model.keras, vocabulary.json, metadata.json, encoder_check/
+    package    -> a package folder: model.keras (and model_2.keras, ... when it packs an ensemble),
+                  vocabulary.json, metadata.json, encoder_check/
 
 Every script finds these files by the names below; docs/run_folder.md describes each of them.
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import List, Optional, Tuple
 
 from config import Config, resolved_config
@@ -28,6 +30,9 @@ PHASE_FILES = {"xe": ("last_epoch.keras", "training_state.json"),
                "fine_tune": ("last_epoch_fine_tune.keras", "training_state_fine_tune.json"),
                "scst": ("last_epoch_scst.keras", "training_state_scst.json")}
 (LAST_MODEL, STATE), (LAST_FINE_TUNE_MODEL, FINE_TUNE_STATE), (LAST_SCST_MODEL, SCST_STATE) = PHASE_FILES.values()
+# A package of several decoders (an ensemble of runs on one encoder and vocabulary) lists their files in
+# its metadata under PACKAGE_DECODERS: BEST_MODEL, then model_2.keras, model_3.keras, ...
+PACKAGE_DECODERS = "decoders"
 # A package's reference images and their features, for the encoder check.
 ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES = "encoder_check", "features.npy"
 # The scripts whose resolved configuration a run keeps, as config_<script>.json.
@@ -39,6 +44,28 @@ RUN_SETTINGS = ("encoder", "encoder_seed", "features", "min_word_count")
 PREVIOUS_TRAINING = "previous_training"
 # evaluate.py's files (evaluation_<split>....json, report_<split>....html/png: evaluation_file) start so.
 EVALUATION_PREFIXES = ("evaluation_", "report_")
+
+
+def package_decoder_file(index: int) -> str:
+    """The file of a package's decoder number `index` (0 is BEST_MODEL, as in a run)."""
+    return BEST_MODEL if index == 0 else f"model_{index + 1}.keras"
+
+
+def is_extra_package_decoder(name: str) -> bool:
+    """Whether `name` is the file of a package's second, third, ... decoder (model_2.keras, ...)."""
+    return re.fullmatch(r"model_[2-9]\d*\.keras", name) is not None
+
+
+def decoder_files(metadata: dict, model_file: str = BEST_MODEL, where: str = METADATA) -> List[str]:
+    """The decoder files a run or package folder captions with: `model_file`, or every decoder a package of
+    several lists (when `model_file` is the kept model). A damaged list raises ValueError."""
+    listed = metadata.get(PACKAGE_DECODERS)
+    if not listed or model_file != BEST_MODEL:
+        return [model_file]
+    if not isinstance(listed, list) or listed != [package_decoder_file(index) for index in range(len(listed))]:
+        raise ValueError(f"{where}: '{PACKAGE_DECODERS}' must list model.keras, model_2.keras, ... in "
+                         f"order, got {listed!r}; the package is damaged: copy or package it again")
+    return list(listed)
 
 
 def config_file(script: str) -> str:

@@ -20,7 +20,7 @@ from inputs.encoders import ENCODERS, build_encoder, describe_fine_tuning, descr
 from inputs.feature_store import feature_shape
 from inputs.images import ImageError, load_batches, load_image
 from inputs.run_folder import (BEST_MODEL, ENCODER_CHECK_DIR, ENCODER_CHECK_FEATURES, METADATA, VOCABULARY,
-                               load_vocabulary, read_metadata)
+                               decoder_files, load_vocabulary, read_metadata)
 from serving.encoder_check import cosine_similarities
 from serving.loading import check_ensemble, load_decoder
 from tagging.guidance import Guidance, guide, open_policy
@@ -44,10 +44,14 @@ class Captioner:
         self.run_dirs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
         metadata, vocabularies = [], []
         for folder in self.run_dirs:
-            for name, hint in ((METADATA, "preprocess.py"), (model_file, "train.py")):
-                if not os.path.exists(os.path.join(folder, name)):
-                    raise ValueError(f"{folder}: no {name}; run {hint} (with the same --run_dir) first")
+            if not os.path.exists(os.path.join(folder, METADATA)):
+                raise ValueError(f"{folder}: no {METADATA}; run preprocess.py (with the same --run_dir) first")
             metadata.append(read_metadata(folder))
+            names = decoder_files(metadata[-1], model_file, os.path.join(folder, METADATA))
+            for name in names:
+                if not os.path.exists(os.path.join(folder, name)):
+                    raise ValueError(f"{folder}: no {name}; " + ("run train.py (with the same --run_dir) first"
+                                     if len(names) == 1 else "the package is incomplete: copy it whole"))
             if not os.path.exists(os.path.join(folder, VOCABULARY)):
                 raise ValueError(f"{folder}: no {VOCABULARY}; the run folder is incomplete (copy it whole, or run "
                                  f"preprocess.py again)")
@@ -56,7 +60,9 @@ class Captioner:
         if beam_size < 1:
             raise ValueError(f"--beam_size must be at least 1, got {beam_size}")
         self.run_dir, self.metadata, self.vocabulary = self.run_dirs[0], metadata[0], vocabularies[0]
-        self.models = [load_decoder(os.path.join(folder, model_file)) for folder in self.run_dirs]
+        # A package of several decoders is an ensemble by itself.
+        self.models = [load_decoder(os.path.join(folder, name)) for folder, settings in zip(self.run_dirs, metadata)
+                       for name in decoder_files(settings, model_file)]
         self.model = self.models[0]
         self.max_length = max_decode_length or max(m["max_caption_length"] for m in metadata)
         self.decoder = CaptionDecoder(self.models, self.max_length, no_repeat_ngram_size,

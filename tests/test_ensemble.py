@@ -161,3 +161,106 @@ def test_decoding_rules_and_caption_statistics_from_the_command_line(trained_run
         assert len(set(zip(words, words[1:]))) == len(words) - 1
     bad = run_main("evaluate.py", *arguments, "--no_repeat_ngram_size", "-1")
     assert bad.returncode == 2 and "--no_repeat_ngram_size must be 0" in bad.stderr
+
+
+def test_a_package_of_several_runs_captions_as_their_ensemble_and_repackaging_replaces_it(two_members, tmp_path,
+                                                                                           capsys):
+    import keras
+
+    import predict
+    from serving.captioner import Captioner
+    from serving.loading import load_decoder
+
+    first, second = two_members
+    folder = str(tmp_path / "package")
+    result = run_main("package.py", "--run_dir", first, second, "--package_dir", folder)
+    assert result.returncode == 0, result.stderr
+    assert "2 decoders" in result.stdout
+    metadata = read_json(folder, "metadata.json")
+    assert metadata["decoders"] == ["model.keras", "model_2.keras"]
+    assert [metadata["source_run"]["run_dir"], *(run["run_dir"] for run in metadata["more_source_runs"])] == ["a", "b"]
+    stored = [load_decoder(os.path.join(folder, name)) for name in metadata["decoders"]]
+    for packaged, member in zip(stored, two_members):
+        original = load_decoder(os.path.join(member, "model.keras"))
+        for widened, full in zip(packaged.get_weights(), original.get_weights()):
+            np.testing.assert_allclose(widened, full, rtol=1e-3, atol=1e-3)  # at most float16's rounding
+
+    # The package captions with both decoders, by the geometric mean, with no --run_dir for the second.
+    by_hand = ByHand(two_members)
+    by_hand.models = stored
+    name = sorted(read_json(first, "captions.json")["dev"])[0]
+    image = os.path.join(read_json(first, "metadata.json")["image_dir"], name)
+    output = str(tmp_path / "captions.json")
+    assert predict.main(["--run_dir", folder, "--image_path", image, "--beam_size", "3", "--top", "3",
+                         "--guide", "none", "--output", output]) == 0
+    assert "ensemble of 2 merge decoders" in capsys.readouterr().err
+    beams = next(iter(read_json(output)["captions"].values()))
+    for beam in beams:
+        assert beam["log_probability"] == pytest.approx(by_hand.log_probability(name, beam["caption"], "geometric"),
+                                                        abs=1e-3)
+
+    # The encoder check's recorded captions are the ensemble's: predict.py's greedy caption of each photo.
+    for photo, recorded in zip(metadata["encoder_check"]["images"], metadata["encoder_check"]["greedy_captions"]):
+        assert predict.main(["--run_dir", folder, "--image_path", os.path.join(folder, "encoder_check", photo),
+                             "--guide", "none", "--output", output]) == 0
+        assert next(iter(read_json(output)["captions"].values())) == recorded
+    assert {str(weights.dtype) for name in metadata["decoders"] for weights in
+            keras.models.load_model(os.path.join(folder, name), compile=False).weights} == \
+        {metadata["weights_precision"]}
+
+    # A package of several cannot be packed again, nor be its own package folder.
+    for members in ([first, folder], [first, second, folder]):
+        result = run_main("package.py", "--run_dir", *members, "--package_dir", str(tmp_path / "other"))
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == \
+            [f"error: {folder} is already a package of several decoders: name the runs it came from"]
+    result = run_main("package.py", "--run_dir", first, second, "--package_dir", second)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == \
+        f"error: {second} is also --package_dir: write the package into another folder"
+
+    # Packaging one run into the same folder leaves a package of one decoder: no stale second decoder,
+    # and no scores of the ensemble that was there.
+    open(os.path.join(folder, "evaluation_dev_beam3_ensemble2.json"), "w").close()
+    result = run_main("package.py", "--run_dir", first, "--package_dir", folder)
+    assert result.returncode == 0, result.stderr
+    assert "evaluation_dev_beam3_ensemble2.json, model_2.keras" in result.stdout
+    assert not {"model_2.keras", "evaluation_dev_beam3_ensemble2.json"} & set(os.listdir(folder))
+    assert "decoders" not in read_json(folder, "metadata.json")
+    assert len(Captioner(folder).models) == 1
+
+
+def test_a_package_missing_one_of_its_decoders_is_one_clear_line(two_members, tmp_path):
+    folder = str(tmp_path / "package")
+    assert run_main("package.py", "--run_dir", *two_members, "--package_dir", folder).returncode == 0
+    photo = str(tmp_path / "photo.jpg")  # never read: the package is checked first
+    for name in ("model_2.keras", "model.keras"):
+        os.rename(os.path.join(folder, name), os.path.join(folder, name + ".away"))
+        result = run_main("predict.py", "--run_dir", folder, "--image_path", photo)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == \
+            [f"error: {folder}: no {name}; the package is incomplete: copy it whole"]
+        os.rename(os.path.join(folder, name + ".away"), os.path.join(folder, name))
+    path = os.path.join(folder, "metadata.json")
+    metadata = read_json(path)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({**metadata, "decoders": "model.keras"}, handle)
+    result = run_main("predict.py", "--run_dir", folder, "--image_path", photo)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == \
+        [f"error: {path}: 'decoders' must list model.keras, model_2.keras, ... in order, got 'model.keras'; "
+         f"the package is damaged: copy or package it again"]
+
+
+def test_a_package_packed_with_a_run_keeps_the_record_of_where_it_came_from(trained_run, tiny_package, tmp_path):
+    folder = str(tmp_path / "package")
+    result = run_main("package.py", "--run_dir", trained_run.run_dir, tiny_package, "--package_dir", folder)
+    assert result.returncode == 0, result.stderr
+    metadata = read_json(folder, "metadata.json")
+    assert metadata["decoders"] == ["model.keras", "model_2.keras"]
+    assert metadata["more_source_runs"] == [read_json(tiny_package, "metadata.json")["source_run"]]
+    assert metadata["more_source_runs"][0]["settings"]  # the training commands, not an empty record
+    # A package cannot come first: it has no stored dev features to score the package on.
+    result = run_main("package.py", "--run_dir", tiny_package, trained_run.run_dir, "--package_dir", folder)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tiny_package}: not a run folder (no captions.json): a "
+                                                  f"package is scored on the dev features of its first --run_dir; "
+                                                  f"name a run first (a package may follow it)"]

@@ -234,3 +234,15 @@ def test_a_new_user_offline_captions_a_photo_with_no_flags(tmp_path):
     second = predict()  # the conversion is kept: no second one, the same caption
     assert second.returncode == 0 and second.stdout == first.stdout
     assert "converted " not in second.stderr
+
+
+def test_float16_is_kept_when_no_score_moves_by_half_a_unit_of_the_third_decimal():
+    from package import float16_keeps_scores
+
+    def scores(bleu4, cider):
+        return {kind: {"BLEU-4": bleu4, "CIDEr-D": cider} for kind in ("greedy", "beam3")}
+
+    # 0.2105 and 0.2106 round to different third decimals, yet differ by a ten-thousandth: kept.
+    assert float16_keeps_scores(scores(0.2105, 0.5505), scores(0.2106, 0.5504))
+    assert not float16_keeps_scores(scores(0.2100, 0.5505), scores(0.2106, 0.5505))
+    assert not float16_keeps_scores(scores(0.2105, 0.5505), scores(0.2105, 0.5495))
