@@ -79,6 +79,7 @@ def test_shards_of_every_shuffled_epoch_are_disjoint_and_cover_it():
     assert epochs[0] != epochs[1]  # reshuffled each epoch, identically on every worker
 
 
+@pytest.mark.slow
 def test_two_workers_train_together_write_only_on_the_chief_and_match_one_worker(trained_run, tmp_path):
     single = fresh_run(trained_run.run_dir, str(tmp_path / "single"))
     result = subprocess.run([sys.executable, TRAIN, "--data_dir", trained_run.data_dir, "--run_dir", single,
@@ -117,6 +118,7 @@ def test_two_workers_train_together_write_only_on_the_chief_and_match_one_worker
     assert len(read_history(os.path.join(other, "history.csv"))) == 4  # untouched copy
 
 
+@pytest.mark.slow
 def test_mirrored_splits_the_global_batch_across_two_replicas_and_resumes(trained_run, tmp_path):
     run_dir = fresh_run(trained_run.run_dir, str(tmp_path / "mirrored"))
     command = [sys.executable, TWO_CPUS, "--data_dir", trained_run.data_dir, "--run_dir", run_dir,

@@ -80,6 +80,7 @@ class ByHand:
         return self.vocabulary.decode(tokens)
 
 
+@pytest.mark.slow
 def test_an_ensemble_decodes_from_the_mean_of_its_members_distributions(trained_run, two_members, capsys):
     import evaluate
     import predict
@@ -163,6 +164,7 @@ def test_decoding_rules_and_caption_statistics_from_the_command_line(trained_run
     assert bad.returncode == 2 and "--no_repeat_ngram_size must be 0" in bad.stderr
 
 
+@pytest.mark.slow
 def test_a_package_of_several_runs_captions_as_their_ensemble_and_repackaging_replaces_it(two_members, tmp_path,
                                                                                            capsys):
     import keras

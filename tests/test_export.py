@@ -117,6 +117,7 @@ def exported(tiny_package, attention_run, photos, tmp_path_factory):
             "package": Captioner(tiny_package), "attention": Captioner(attention_run.run_dir)}
 
 
+@pytest.mark.slow
 def test_saved_model_captions_like_predict_greedy_and_beam(exported, photos):
     paths, _ = photos
     package, answer = exported["package"], exported["answer"]["saved_model"]
@@ -130,6 +131,7 @@ def test_saved_model_captions_like_predict_greedy_and_beam(exported, photos):
     assert all(p < 0 for p in answer["greedy"]["log_probabilities"])
 
 
+@pytest.mark.slow
 def test_attention_run_exports_to_both_formats_and_captions_like_predict(exported, photos):
     paths, _ = photos
     captioner = exported["attention"]
@@ -139,6 +141,7 @@ def test_attention_run_exports_to_both_formats_and_captions_like_predict(exporte
     assert exported["answer"]["tflite"]["attention"] == greedy
 
 
+@pytest.mark.slow
 def test_exported_features_equal_predicts_for_files_that_need_resizing(exported):
     originals = exported["request"]["feature_images"]  # 96 x 96 JPEGs: both sides resize them to 224
     _, expected, _ = exported["package"].image_features(originals)
@@ -149,12 +152,14 @@ def test_exported_features_equal_predicts_for_files_that_need_resizing(exported)
     assert cosine_similarities(got, expected).min() > 0.9999
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_fails_its_request_and_the_model_keeps_serving(exported):
     answer = exported["answer"]["saved_model"]["greedy"]
     assert answer["corrupt"] == "InvalidArgumentError"
     assert answer["after_corrupt"] == answer["captions"][0]
 
 
+@pytest.mark.slow
 def test_litert_model_gives_predicts_greedy_captions(exported, photos):
     paths, _ = photos
     package = exported["package"]

@@ -11,6 +11,7 @@ import pytest
 from conftest import fine_tune_copy
 
 
+@pytest.mark.slow
 def test_decoders_trained_on_one_fine_tuned_runs_features_form_an_ensemble(fine_tuned_run, trained_run, tmp_path):
     """train.py --features_from: another decoder (another seed) on a fine-tuned run's features, which then
     captions together with that run; a run with another fine-tuned encoder is refused."""

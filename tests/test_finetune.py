@@ -154,6 +154,7 @@ def test_a_package_of_a_fine_tuned_run_carries_its_encoder(fine_tuned_run, tmp_p
     np.testing.assert_array_equal(np.stack(list(features.values())), run.image_features(paths)[1])
 
 
+@pytest.mark.slow
 def test_fine_tuning_the_attention_decoder_then_self_critical_training(attention_run, tmp_path):
     from serving.captioner import Captioner
     from training.history import read_history

@@ -182,6 +182,7 @@ def test_learning_rate_halves_on_a_plateau_and_resume_keeps_it(trained_run, tmp_
     assert resumed["learning_rate"] == pytest.approx(0.001 / 8)
 
 
+@pytest.mark.slow
 def test_end_to_end_commands_with_a_test_image_missing(tiny_dataset, tmp_path):
     """train.py (which runs preprocess first), predict.py and evaluate.py, as a user runs them."""
     test_names = open(os.path.join(tiny_dataset, "Flickr8k_text", "Flickr_8k.testImages.txt")).read().split()
@@ -308,6 +309,7 @@ def test_litert_extraction_stores_the_features_tensorflow_stores(trained_run, tm
     assert cosine_similarities(lite, np.roll(tensorflow, 1, axis=0)).min() < 0.99
 
 
+@pytest.mark.slow
 def test_litert_extraction_skips_bad_images_and_resumes(tiny_dataset, tmp_path):
     images = os.path.join(tiny_dataset, "Flicker8k_Dataset")
     train_names = open(os.path.join(tiny_dataset, "Flickr8k_text", "Flickr_8k.trainImages.txt")).read().split()

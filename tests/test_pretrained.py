@@ -211,6 +211,7 @@ def test_package_with_an_unreadable_reference_image_is_one_line_and_writes_nothi
     assert not folder.exists()  # read before anything is written: no half package
 
 
+@pytest.mark.slow
 def test_a_new_user_offline_captions_a_photo_with_no_flags(tmp_path):
     """The README's first command in a fresh clone with no network: the shipped captioner's encoder
     comes from the installed weight package, the class names from the repository."""
