@@ -152,12 +152,14 @@ class Config:
     guide: str = _option("tags", "tags: the encoder's ImageNet tags put the words they name into the caption by "
                                  "constrained beam search (docs/guided_decoding.md); none: plain decoding",
                          choices=("tags", "none"))
-    guide_threshold: float = _option(0.35, "--guide tags: the floor: the probability a word needs to guide (summed over "
+    guide_threshold: float = _option(0.2, "--guide tags: the floor: the probability a word needs to guide (summed over "
                                           "the classes it names; tuned on Flickr8k dev: guided_decoding.py --sweep)")
     guide_constraints: int = _option(3, "--guide tags: how many words may guide one caption, the likeliest first (1 "
                                         "to 3); with several, the guided caption must name all but one")
     guide_margin: float = _option(0.5, "--guide tags: the guided caption replaces the plain one only when its mean "
                                        "log-probability per word is at most this much below the plain one's")
+    guide_sure: float = _option(0.9, "--guide tags: a word this likely is sure: its guided caption need not keep the "
+                                     "plain caption's content words, and gets twice --guide_margin (above 1: never)")
     classifier_weights: str = _option("auto", "--guide tags: the encoder's ImageNet model with its classifier; auto: "
                                               "EfficientNet-Lite's own weights; Keras's download for --weights imagenet; "
                                               "else the --weights file's name without _notop in the same folder")
@@ -253,7 +255,7 @@ TRAIN_FLAGS = PREPROCESS_FLAGS + ("decoder", "embedding_dim", "units", "dropout"
 # How captions are decoded, for predict.py, evaluate.py and the page.
 DECODING_FLAGS = ("max_decode_length", "decode_batch_size", "beam_size", "length_penalty", "no_repeat_ngram_size",
                   "block_bad_endings", "ensemble_mean", "model_file", "guide", "guide_threshold", "guide_constraints",
-                  "guide_margin", "classifier_weights", "class_names")
+                  "guide_margin", "guide_sure", "classifier_weights", "class_names")
 
 
 def run_script(main, *args) -> None:

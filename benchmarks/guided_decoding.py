@@ -3,9 +3,9 @@ captioner rarely writes, how often a guided word is wrong, and the seven COCO me
 unguided; a sweep of the policy's settings; the speed; and captions of photos from outside Flickr8k.
 
     python benchmarks/guided_decoding.py --run_dir RUN --data_dir ../shared/data/flickr8k [--weights W]
-        [--beam_size 3] [--guide_threshold F --guide_constraints K --guide_margin M]   # one table
+        [--beam_size 3] [--guide_threshold F --guide_constraints K --guide_margin M --guide_sure S]   # one table
     python benchmarks/guided_decoding.py --run_dir RUN --data_dir DATA --sweep --table sweep.md   # the grid
-        [--floors 0.15 0.2 ... --constraints 1 2 3 --margins 0 0.25 ... 1e9]   # 1e9: no margin
+        [--floors 0.15 0.2 ... --constraints 1 2 3 --sures 0.8 0.9 2 --margins 0 0.25 ... 1e9]   # 2: never sure; 1e9: no margin
     python benchmarks/guided_decoding.py --run_dir RUN --data_dir DATA --speed
     python benchmarks/guided_decoding.py --run_dir RUN --data_dir DATA --photos DIR [--picture OUT.jpg]
 
@@ -13,8 +13,8 @@ RUN: a run folder with stored features (no encoding), or the pretrained package 
 encoded; give --weights offline). Objects: the dev images where at least two of the five references use
 a word of one of OBJECT_GROUPS (cat, bird, horse...), and whether the caption uses one. Wrong guided
 words: of the words a guided caption was asked for and says, those in none of the image's references.
-The sweep runs the constrained search once per floor and k, and applies each margin to its results
-(the policy's own rule, TagPolicy.accepts); it scores CIDEr-D only, the table all seven metrics.
+The sweep runs the constrained search once per floor, k and sure, and applies each margin to its results
+(the policy's own rules, TagPolicy.margins and accepts); it scores CIDEr-D only, the table all seven metrics.
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ OBJECT_GROUPS = {
     "bench or couch": {"bench", "benches", "couch", "sofa"}, "car or truck": {"car", "cars", "truck", "trucks"},
     "instrument": {"guitar", "guitars", "drum", "drums", "piano", "violin"},
 }
-SWEEP = {"floors": (0.15, 0.2, 0.25, 0.3, 0.4, 0.5), "constraints": (1, 2, 3), "margins": (0.0, 0.25, 0.5, 1.0, 1e9)}
+SWEEP = {"floors": (0.15, 0.2, 0.25, 0.3, 0.4, 0.5), "constraints": (1, 2, 3), "sures": (0.7, 0.8, 0.9, 2.0),
+         "margins": (0.0, 0.25, 0.5, 1.0, 1e9)}
 
 
 def object_images(references: List[List[str]]) -> List[tuple]:
@@ -156,23 +157,28 @@ def table(dev: DevSplit, settings: PolicySettings) -> None:
 
 
 def sweep(dev: DevSplit, path: str, grid: Dict[str, Sequence[float]]) -> None:
-    """Every floor x k x margin of `grid`: CIDEr-D, objects named, guided captions, wrong guided words."""
+    """Every floor x k x sure x margin of `grid`: CIDEr-D, objects named, guided captions, wrong guided words."""
     plain_captions, plain_per_token = dev.captions(dev.plain), dev.per_token(dev.plain)
     baseline = measure(dev, plain_captions, None, ("CIDEr-D",))
     lines = [f"unguided, beam {dev.beam_size}: CIDEr-D {baseline['CIDEr-D']:.4f}, objects named {baseline['named']} "
-             f"of {baseline['objects']}", "", "| floor | k | margin | CIDEr-D | objects named | guided captions | "
-             "guided words in no reference |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for floor, k in itertools.product(grid["floors"], grid["constraints"]):
-        tokens, guidance = dev.guided(PolicySettings(floor, int(k), max(grid["margins"])))
+             f"of {baseline['objects']}", "", "| floor | k | sure | margin | CIDEr-D | objects named | guided captions | "
+             "guided words in no reference |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    policy = dev.captioner.policy
+    for floor, k, sure in itertools.product(grid["floors"], grid["constraints"], grid["sures"]):
+        tokens, guidance = dev.guided(PolicySettings(floor, int(k), max(grid["margins"]), sure))
         guided_per_token = dev.per_token(tokens)
+        sure_rows = np.array([max((value for _, value in entry.constraints), default=0.0) >= np.float32(sure)
+                              for entry in guidance])  # float32, as the policy compares
         for margin in grid["margins"]:
-            kept = [entry.guided and bool(dev.captioner.policy.accepts(True, g, 1, p, 1, margin))
-                    for entry, g, p in zip(guidance, guided_per_token, plain_per_token)]
+            margins = policy.margins(sure_rows, margin).numpy()
+            kept = [entry.guided and bool(policy.accepts(True, g, 1, p, 1, row_margin))
+                    for entry, g, p, row_margin in zip(guidance, guided_per_token, plain_per_token, margins)]
             rows = [row if keep else plain for row, plain, keep in zip(tokens, dev.plain, kept)]
             entries = [type(entry)(entry.tags, entry.constraints, keep, units=entry.units)
                        for entry, keep in zip(guidance, kept)]
             row = measure(dev, dev.captions(rows), entries, ("CIDEr-D",))
-            lines.append(f"| {floor:g} | {int(k)} | {'none' if margin >= 1e9 else f'{margin:g}'} | {row['CIDEr-D']:.4f} | "
+            lines.append(f"| {floor:g} | {int(k)} | {'never' if sure > 1 else f'{sure:g}'} | "
+                         f"{'none' if margin >= 1e9 else f'{margin:g}'} | {row['CIDEr-D']:.4f} | "
                          f"{row['named']} | {row['guided']} | {row['wrong']} of {row['said']} |")
             print(lines[-1], flush=True)
     with open(path, "w", encoding="utf-8") as handle:
@@ -214,7 +220,8 @@ def main() -> None:
     parser.add_argument("--guide_threshold", type=float, default=defaults.guide_threshold)
     parser.add_argument("--guide_constraints", type=int, default=defaults.guide_constraints)
     parser.add_argument("--guide_margin", type=float, default=defaults.guide_margin)
-    parser.add_argument("--sweep", action="store_true", help="the grid of floors, k and margins")
+    parser.add_argument("--guide_sure", type=float, default=defaults.guide_sure)
+    parser.add_argument("--sweep", action="store_true", help="the grid of floors, k, sures and margins")
     parser.add_argument("--table", default="guided_sweep.md", help="--sweep: where its table goes")
     for name, values in SWEEP.items():
         parser.add_argument(f"--{name}", type=float, nargs="+", default=values, help=f"--sweep: the {name} tried")
@@ -224,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# load average {os.getloadavg()[0]:.2f} at the start (2 CPUs)")
     captioner = Captioner(args.run_dir, beam_size=args.beam_size, weights=args.weights)
-    settings = PolicySettings(args.guide_threshold, args.guide_constraints, args.guide_margin)
+    settings = PolicySettings(args.guide_threshold, args.guide_constraints, args.guide_margin, args.guide_sure)
     note = captioner.guide_by_tags(settings)
     if note:
         raise SystemExit(note)

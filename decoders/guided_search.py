@@ -117,9 +117,10 @@ class GuidedSearch:
         return sequences, scores, lengths
 
     def best_in_graph(self, image_features, constraints: Constraints, beam_size: int, required, keep,
-                      length_penalty: float = 0.0, word_classes=None):
-        """Each image's best caption among those meeting at least `required` (images,) of its constraints
-        and containing every word of `keep` ((images, width) ids, -1 for none; with `word_classes`, a
+                      length_penalty: float = 0.0, word_classes=None, must=None):
+        """Each image's best caption among those meeting at least `required` (images,) of its constraints,
+        among them those of the bit mask `must` (images,; bit c: constraint c; None: any), and containing
+        every word of `keep` ((images, width) ids, -1 for none; with `word_classes`, a
         (vocabulary,) map, a caption contains a kept id where one of its words maps to it): (token ids
         (images, steps), log-probability, length in tokens with <end>, constraints met, found). Where no
         caption qualifies, found is False. TensorFlow operations only (exported models call it while tracing)."""
@@ -137,6 +138,9 @@ class GuidedSearch:
         met_rows = tf.repeat(met, beam_size, axis=1)
         ranks = tf.reshape(scores / tf.maximum(tf.cast(lengths, tf.float32), 1.0) ** length_penalty, [batch, -1])
         valid = tf.math.is_finite(ranks) & keeps_all & (met_rows >= required[:, None])
+        if must is not None:  # a row's state is the set of constraints it met
+            state_rows = tf.repeat(tf.range(2 ** count), beam_size)[None, :]
+            valid &= tf.equal(tf.bitwise.bitwise_and(state_rows, must[:, None]), must[:, None])
         best = tf.argmax(tf.where(valid, ranks, -np.inf), axis=1, output_type=tf.int32)
         pick = lambda tensor: tf.gather(tensor, best, batch_dims=1)  # noqa: E731
         return (pick(flat), pick(tf.reshape(scores, [batch, -1])), pick(tf.reshape(lengths, [batch, -1])),

@@ -94,8 +94,8 @@ def evaluation_file(run_dir: str, split: str, beam_size: int = 1, length_penalty
                     guidance=None, kind: str = "evaluation") -> str:
     """Where evaluate.py writes the scores of `split` decoded so (`kind` "report": the stem of its report's
     .html and .png): evaluation_<split>[_beam<K>][_lp<P>][_norepeat<N>][_noendings][_<model file>]
-    [_ensemble<N>][_arithmetic][_guided<floor>k<constraints>m<margin>].json; `guidance` (the tag policy's
-    settings: floor, constraints, margin) None for unguided captions."""
+    [_ensemble<N>][_arithmetic][_guided<floor>k<constraints>m<margin>s<sure>].json; `guidance` (the tag
+    policy's settings: floor, constraints, margin, sure) None for unguided captions."""
     suffix = "" if beam_size == 1 else f"_beam{beam_size}"
     suffix += f"_lp{length_penalty:g}" if length_penalty and beam_size > 1 else ""
     suffix += f"_norepeat{no_repeat_ngram_size}" if no_repeat_ngram_size else ""
@@ -104,7 +104,7 @@ def evaluation_file(run_dir: str, split: str, beam_size: int = 1, length_penalty
     suffix += f"_ensemble{ensemble_size}" if ensemble_size > 1 else ""
     suffix += "_arithmetic" if ensemble_mean == "arithmetic" else ""
     if guidance is not None:
-        suffix += f"_guided{guidance.floor:g}k{guidance.constraints}m{guidance.margin:g}"
+        suffix += f"_guided{guidance.floor:g}k{guidance.constraints}m{guidance.margin:g}s{guidance.sure:g}"
     prefix = {"evaluation": EVALUATION_PREFIXES[0], "report": EVALUATION_PREFIXES[1]}[kind]
     return os.path.join(run_dir, f"{prefix}{split}{suffix}" + (".json" if kind == "evaluation" else ""))
 

@@ -75,16 +75,17 @@ def search_and_accept(policy: TagPolicy, search: GuidedSearch, features, token_i
     each replaces the plain caption `token_ids` (the policy's rules)."""
     guided_ids, scores, lengths, _, found = search.best_in_graph(
         features, selection.constraints, max(beam_size, GUIDED_BEAM), selection.required, selection.keep,
-        length_penalty, policy.kept_words)
+        length_penalty, policy.kept_words, must=tf.where(selection.sure, 1, 0))  # a sure tag's word is a must
     plain_scores, plain_lengths = search.decoder.score_in_graph(features, token_ids)
-    return guided_ids, scores, policy.accepts(found, scores, lengths, plain_scores, plain_lengths, margin)
+    return guided_ids, scores, policy.accepts(found, scores, lengths, plain_scores, plain_lengths,
+                                              policy.margins(selection.sure, margin))
 
 
 def rows_of(selection: Selection, rows) -> Selection:
     """The selection of some images only."""
     take = lambda tensor: tf.gather(tensor, rows)  # noqa: E731
     return Selection(take(selection.units), take(selection.evidence), Constraints(*map(take, selection.constraints)),
-                     take(selection.required), take(selection.keep))
+                     take(selection.required), take(selection.keep), take(selection.sure))
 
 
 def full_width(token_ids, decoder) -> tf.Tensor:

@@ -15,7 +15,9 @@ Replacement: the guided caption must meet all its constraints, or k-1 of k where
 must keep every content word of the plain caption (a word of the map, or a person; a synonym or
 plural keeps it, and any person word keeps a person) unless a more specific word replaces it ("dog"
 may become "poodle"); and its mean log-probability per token must be
-within `margin` of the plain caption's.
+within `margin` of the plain caption's. Where the classifier is sure of a constraint (its evidence reaches
+`sure`), the guided caption need not keep the plain caption's content words and gets twice the margin: a
+cat at 0.97 may replace the boy that Flickr8k's captioner saw in the photo.
 
 Everything here is TensorFlow operations: predict.py, evaluate.py and the page run it eagerly, the
 exported SavedModel in its graph.
@@ -34,14 +36,16 @@ from tagging.class_words import ClassWords
 from tagging.imagenet import Classifier, ImageNetClasses
 
 SHOWN_TAGS = 3
+SURE_MARGIN_FACTOR = 2.0  # the margin of a caption guided by a sure tag, in margins
 
 
 @dataclass(frozen=True)
 class PolicySettings:
-    """--guide_threshold (the floor), --guide_constraints (k), --guide_margin."""
+    """--guide_threshold (the floor), --guide_constraints (k), --guide_margin, --guide_sure."""
     floor: float
     constraints: int
     margin: float
+    sure: float
 
     def check(self) -> "PolicySettings":
         if not 0.0 < self.floor <= 1.0:
@@ -50,30 +54,33 @@ class PolicySettings:
             raise ValueError(f"--guide_constraints must be 1 to {MAX_CONSTRAINTS}, got {self.constraints}")
         if self.margin < 0:
             raise ValueError(f"--guide_margin must be 0 or more (a log-probability per word), got {self.margin}")
+        if self.sure <= 0:
+            raise ValueError(f"--guide_sure must be above 0 (a probability; above 1: never sure), got {self.sure}")
         return self
 
     @classmethod
     def of(cls, config) -> "PolicySettings":
         """The settings a script's configuration (config.Config) gives."""
-        return cls(config.guide_threshold, config.guide_constraints, config.guide_margin).check()
+        return cls(config.guide_threshold, config.guide_constraints, config.guide_margin, config.guide_sure).check()
 
     def with_floor(self, floor: float) -> "PolicySettings":
         """These settings with another floor (0: the same)."""
         return dataclasses.replace(self, floor=floor).check() if floor else self
 
     def describe(self) -> str:
-        return f"floor {self.floor:g}, up to {self.constraints}, margin {self.margin:g}"
+        return f"floor {self.floor:g}, up to {self.constraints}, margin {self.margin:g}, sure {self.sure:g}"
 
 
 class Selection(NamedTuple):
     """Each image's constraints: their units and evidence ((images, k); evidence 0 where there is none),
-    the words that meet them, how many the guided caption must meet, and the words it must keep (as
-    TagPolicy.kept_words counts them; -1: none)."""
+    the words that meet them, how many the guided caption must meet, the words it must keep (as
+    TagPolicy.kept_words counts them; -1: none), and whether the classifier is sure of one (images,)."""
     units: tf.Tensor
     evidence: tf.Tensor
     constraints: Constraints
     required: tf.Tensor
     keep: tf.Tensor
+    sure: tf.Tensor
 
 
 class TagPolicy:
@@ -138,12 +145,20 @@ class TagPolicy:
         replaceable = tf.matmul(generic, tf.cast(self.unit_words, tf.float32)) > 0  # (images, vocabulary)
         kept = tf.gather(self.kept_words, token_ids)
         kept = tf.where(tf.gather(replaceable, token_ids, batch_dims=1), -1, kept)
-        return Selection(units, tf.where(active, values, 0.0), constraints, required, kept)
+        evidence = tf.where(active, values, 0.0)
+        sure = tf.reduce_max(evidence, axis=1) >= settings.sure
+        kept = tf.where(sure[:, None], -1, kept)  # a sure tag may replace what the plain caption said
+        return Selection(units, evidence, constraints, required, kept, sure)
+
+    @staticmethod
+    def margins(sure, margin: float) -> tf.Tensor:
+        """(images,) the margin of each image's guided caption: twice `margin` where a tag is sure."""
+        return tf.where(sure, SURE_MARGIN_FACTOR * margin, margin)
 
     @staticmethod
     def accepts(found, guided_score, guided_length, plain_score, plain_length, margin: float) -> tf.Tensor:
         """Whether a guided caption replaces the plain one: it qualified, and its mean log-probability per
-        token is within `margin` of the plain caption's."""
+        token is within `margin` (one, or one per image) of the plain caption's."""
         per_token = lambda score, length: score / tf.maximum(tf.cast(length, tf.float32), 1.0)  # noqa: E731
         return found & (per_token(guided_score, guided_length) >= per_token(plain_score, plain_length) - margin)
 

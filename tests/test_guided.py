@@ -36,7 +36,8 @@ def test_a_confident_tag_the_caption_misses_is_named_and_shown(trained_run, clas
     output = str(tmp_path / "captions.json")
     guided = predict(trained_run, *classifier_files, *ANY_MARGIN, "--image_path", *images, "--output", output)
     assert guided.returncode == 0, guided.stderr
-    assert f"guided by ImageNet tags (floor {DEFAULTS.floor:g}, up to {DEFAULTS.constraints}, margin 1000)" in guided.stderr
+    assert (f"guided by ImageNet tags (floor {DEFAULTS.floor:g}, up to {DEFAULTS.constraints}, margin 1000, "
+            f"sure {DEFAULTS.sure:g})") in guided.stderr
     written = json.load(open(output, encoding="utf-8"))
     for plain_line, line in zip(plain.stdout.splitlines(), guided.stdout.splitlines()):
         path, plain_caption = plain_line.split("\t")
@@ -77,7 +78,7 @@ def test_evaluate_counts_the_guided_captions_and_names_its_file_after_them(train
     result = run_main("evaluate.py", "--run_dir", trained_run.run_dir, "--split", "dev", "--beam_size", "1",
                       *classifier_files, *ANY_MARGIN)
     assert result.returncode == 0, result.stderr
-    settings = f"{DEFAULTS.floor:g}k{DEFAULTS.constraints}m1000"
+    settings = f"{DEFAULTS.floor:g}k{DEFAULTS.constraints}m1000s{DEFAULTS.sure:g}"
     written = json.load(open(os.path.join(trained_run.run_dir, f"evaluation_dev_guided{settings}.json"),
                              encoding="utf-8"))
     guided = written["guided_images"]

@@ -141,6 +141,25 @@ def test_k_minus_1_of_k_and_the_words_to_keep(decoder):
     assert sum(found for *_, found in results) >= 3
 
 
+def test_a_constraint_of_the_must_mask_is_met_even_where_k_minus_1_of_k_would_do(decoder):
+    rng = np.random.default_rng(7)
+    features = rng.normal(scale=2.0, size=(6, FEATURES)).astype(np.float32)
+    words, first, second = random_constraints(rng, 6, 3, 1)
+    search, constraints = GuidedSearch(decoder), Constraints(tf.constant(words), tf.constant(first), tf.constant(second))
+    no_keep = tf.fill([6, 1], -1)
+    free = search.best_in_graph(tf.constant(features), constraints, 4, tf.fill([6], 2), no_keep)
+    must = search.best_in_graph(tf.constant(features), constraints, 4, tf.fill([6], 2), no_keep, must=tf.fill([6], 1))
+    def says_first(image: int, row) -> bool:
+        return bool(set(np.flatnonzero(words[image, 0])) & set(row.numpy()))
+
+    changed = 0
+    for image in range(6):
+        if must[4][image]:
+            assert says_first(image, must[0][image]) and must[3][image] >= 2
+        changed += bool(free[4][image]) and not says_first(image, free[0][image])
+    assert changed >= 1 and must[4].numpy().any()  # the mask changed some caption, and some still qualify
+
+
 def test_a_kept_word_is_kept_by_any_word_of_its_class(decoder):
     rng = np.random.default_rng(10)
     features = rng.normal(scale=2.0, size=(6, FEATURES)).astype(np.float32)

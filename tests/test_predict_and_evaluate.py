@@ -169,6 +169,6 @@ def test_the_evaluation_file_name_spells_every_decoding_choice():
     assert evaluation_file("run", "test", beam_size=3, kind="report") == os.path.join("run", "report_test_beam3")
     named = evaluation_file("run", "dev", beam_size=3, length_penalty=0.5, no_repeat_ngram_size=3,
                             block_bad_endings=True, model_file="model_xe.keras", ensemble_size=2,
-                            ensemble_mean="arithmetic", guidance=PolicySettings(0.35, 3, 0.5))
+                            ensemble_mean="arithmetic", guidance=PolicySettings(0.35, 3, 0.5, 0.9))
     assert os.path.basename(named) == \
-        "evaluation_dev_beam3_lp0.5_norepeat3_noendings_model_xe_ensemble2_arithmetic_guided0.35k3m0.5.json"
+        "evaluation_dev_beam3_lp0.5_norepeat3_noendings_model_xe_ensemble2_arithmetic_guided0.35k3m0.5s0.9.json"

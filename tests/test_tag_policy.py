@@ -1,5 +1,5 @@
 """The selection policy of guided decoding (tagging/policy.py), on a hand-made map of six classes: word-level
-evidence, the most specific word first, k-1 of k, the words a guided caption must keep, the margin."""
+evidence, the most specific word first, k-1 of k, the words a guided caption must keep, the margin, sure tags."""
 import numpy as np
 import pytest
 
@@ -30,17 +30,17 @@ def policy(tmp_path_factory):
     vocabulary = Vocabulary(WORDS)
     words = class_words(classes, vocabulary, table_path=str(table))
     classifier = Classifier(np.eye(len(LABELS), dtype=np.float32), np.zeros(len(LABELS), np.float32), "test")
-    return TagPolicy(classifier, classes, words, len(vocabulary), PolicySettings(0.5, 3, 0.5)), vocabulary
+    return TagPolicy(classifier, classes, words, len(vocabulary), PolicySettings(0.5, 3, 0.5, 0.9)), vocabulary
 
 
-def select(policy_and_vocabulary, probabilities, captions, floor=0.5, k=3):
+def select(policy_and_vocabulary, probabilities, captions, floor=0.5, k=3, sure=2.0):
     """Each image's constraints as their units' labels (likeliest first), with required and kept words."""
     policy, vocabulary = policy_and_vocabulary
     tokens = np.zeros((len(captions), 6), np.int32)
     for row, caption in enumerate(captions):
         tokens[row, :len(caption.split())] = [vocabulary.ids[word] for word in caption.split()]
     probabilities = np.array([row + [0.0] * (len(LABELS) - len(row)) for row in probabilities], np.float32)
-    chosen = policy.select(probabilities, tokens, PolicySettings(floor, k, 0.5))
+    chosen = policy.select(probabilities, tokens, PolicySettings(floor, k, 0.5, sure))
     labels = [[policy.unit_labels[unit] for unit, value in zip(units, values) if value > 0]
               for units, values in zip(chosen.units.numpy(), chosen.evidence.numpy())]
     kept = [sorted(vocabulary.tokens[token] for token in row if token >= 0) for row in chosen.keep.numpy()]
@@ -87,6 +87,23 @@ def test_content_words_are_kept_unless_a_more_specific_word_replaces_them(policy
     assert kept == [["man"], ["dog", "man"], ["dog", "man"]]
 
 
+def test_a_sure_tag_may_replace_content_words_and_gets_twice_the_margin(policy):
+    _, _, _, kept = select(policy, [[0.9], [0.3, 0.65], [0.89]], ["a man dog on a ball", "a girl on a couch",
+                                                                "a man dog on a ball"], sure=0.9)
+    # cat 0.9 (or 0.3 + 0.65) reaches the sure level: nothing is kept; at 0.89 the man and the dog stay.
+    assert kept == [[], [], ["dog", "man"]]
+    cat = np.zeros((2, len(LABELS)), np.float32)
+    cat[:, 0] = [0.9, 0.89]
+    sure = policy[0].select(cat, np.zeros((2, 6), np.int32), PolicySettings(0.5, 3, 0.5, 0.9)).sure.numpy()
+    assert list(sure) == [True, False]
+    margins = TagPolicy.margins(np.array([True, False]), 0.5).numpy()
+    assert list(margins) == [1.0, 0.5]
+    # plain -1.0 per token, guided -1.8: only the sure image's caption is accepted.
+    accepted = TagPolicy.accepts(np.array([True, True]), np.array([-9.0, -9.0]), np.array([5, 5]),
+                                 np.array([-5.0, -5.0]), np.array([5, 5]), margins).numpy()
+    assert list(accepted) == [True, False]
+
+
 def test_the_guided_caption_replaces_the_plain_one_only_within_the_margin():
     # per-token log-probabilities: plain -1.0 (-5 over 5 tokens); guided -1.4, -1.6 and, unfound, -1.0
     accepted = TagPolicy.accepts(np.array([True, True, False]), np.array([-7.0, -9.6, -6.0]), np.array([5, 6, 6]),
@@ -95,7 +112,7 @@ def test_the_guided_caption_replaces_the_plain_one_only_within_the_margin():
 
 
 def test_settings_that_cannot_work_are_one_line_each():
-    for settings, flag in (((0.0, 3, 0.5), "--guide_threshold"), ((0.5, 4, 0.5), "--guide_constraints"),
-                           ((0.5, 3, -1.0), "--guide_margin")):
+    for settings, flag in (((0.0, 3, 0.5, 0.9), "--guide_threshold"), ((0.5, 4, 0.5, 0.9), "--guide_constraints"),
+                           ((0.5, 3, -1.0, 0.9), "--guide_margin"), ((0.5, 3, 0.5, 0.0), "--guide_sure")):
         with pytest.raises(ValueError, match=flag):
             PolicySettings(*settings).check()
