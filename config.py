@@ -107,8 +107,7 @@ class Config:
     lr_schedule: str = _option("cosine", "plateau: the learning rate stays, halved after --decay_patience epochs "
                                           "without a better --monitor value; cosine: a linear warm-up over "
                                           "--warmup_epochs, then a cosine decay to 0 over the phase's epochs "
-                                          "(each phase: cross-entropy and self-critical)",
-                               choices=("plateau", "cosine"))
+                                          "(each phase: cross-entropy and self-critical)", choices=("plateau", "cosine"))
     warmup_epochs: float = _option(0.5, "--lr_schedule cosine: epochs of linear warm-up of cross-entropy training")
 
     # Self-critical training (training/scst.py), which continues a run trained with cross-entropy.
@@ -149,9 +148,8 @@ class Config:
     ensemble_mean: str = _option("geometric", "an ensemble (several --run_dir): average the models' word log-"
                                               "probabilities (geometric, better on Flickr8k) or probabilities",
                                  choices=ENSEMBLE_MEANS)
-    guide: str = _option("tags", "tags: the encoder's ImageNet tags put the words they name into the caption by "
-                                 "constrained beam search (docs/guided_decoding.md); none: plain decoding",
-                         choices=("tags", "none"))
+    guide: str = _option("tags", "tags: the encoder's ImageNet tags put their words into the caption by constrained "
+                                 "beam search (docs/guided_decoding.md); none: plain decoding", choices=("tags", "none"))
     guide_threshold: float = _option(0.2, "--guide tags: the floor: the probability a word needs to guide (summed over "
                                           "the classes it names; tuned on Flickr8k dev: guided_decoding.py --sweep)")
     guide_constraints: int = _option(3, "--guide tags: how many words may guide one caption, the likeliest first (1 "

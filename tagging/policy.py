@@ -16,8 +16,8 @@ must keep every content word of the plain caption (a word of the map, or a perso
 plural keeps it, and any person word keeps a person) unless a more specific word replaces it ("dog"
 may become "poodle"); and its mean log-probability per token must be
 within `margin` of the plain caption's. Where the classifier is sure of a constraint (its evidence reaches
-`sure`), the guided caption need not keep the plain caption's content words and gets twice the margin: a
-cat at 0.97 may replace the boy that Flickr8k's captioner saw in the photo.
+`sure`), the guided caption must name that constraint, need not keep the plain caption's content words
+and gets twice the margin: a cat at 0.97 may replace the boy that Flickr8k's captioner saw in the photo.
 
 Everything here is TensorFlow operations: predict.py, evaluate.py and the page run it eagerly, the
 exported SavedModel in its graph.
