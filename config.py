@@ -156,8 +156,8 @@ class Config:
                                         "to 3); with several, the guided caption must name all but one")
     guide_margin: float = _option(0.5, "--guide tags: the guided caption replaces the plain one only when its mean "
                                        "log-probability per word is at most this much below the plain one's")
-    guide_sure: float = _option(0.9, "--guide tags: a word this likely is sure: its guided caption need not keep the "
-                                     "plain caption's content words, and gets twice --guide_margin (above 1: never)")
+    guide_sure: float = _option(0.9, "--guide tags: a word this likely is sure: the guided caption must name it, need "
+                                     "not keep the plain caption's content words, gets twice --guide_margin (above 1: never)")
     classifier_weights: str = _option("auto", "--guide tags: the encoder's ImageNet model with its classifier; auto: "
                                               "EfficientNet-Lite's own weights; Keras's download for --weights imagenet; "
                                               "else the --weights file's name without _notop in the same folder")

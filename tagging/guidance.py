@@ -43,7 +43,7 @@ class Guidance:
                 "guided": self.guided, "caption": self.caption}
 
     def describe(self) -> str:
-        """One line: `tags: Egyptian cat 0.67, tabby 0.12, tiger cat 0.08; guided to say cat (0.91)`."""
+        """One line: `tags: Egyptian cat 0.81, tiger cat 0.08, tabby 0.07; guided to say cat (0.97)`."""
         line = "tags: " + ", ".join(f"{label} {probability:.2f}" for label, probability in self.tags)
         if self.guided:
             line += "; guided to say " + ", ".join(f"{words} ({probability:.2f})"
