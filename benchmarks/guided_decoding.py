@@ -167,10 +167,8 @@ def sweep(dev: DevSplit, path: str, grid: Dict[str, Sequence[float]]) -> None:
     for floor, k, sure in itertools.product(grid["floors"], grid["constraints"], grid["sures"]):
         tokens, guidance = dev.guided(PolicySettings(floor, int(k), max(grid["margins"]), sure))
         guided_per_token = dev.per_token(tokens)
-        sure_rows = np.array([max((value for _, value in entry.constraints), default=0.0) >= np.float32(sure)
-                              for entry in guidance])  # float32, as the policy compares
         for margin in grid["margins"]:
-            margins = policy.margins(sure_rows, margin).numpy()
+            margins = policy.margins(np.array([entry.sure for entry in guidance]), margin).numpy()
             kept = [entry.guided and bool(policy.accepts(True, g, 1, p, 1, row_margin))
                     for entry, g, p, row_margin in zip(guidance, guided_per_token, plain_per_token, margins)]
             rows = [row if keep else plain for row, plain, keep in zip(tokens, dev.plain, kept)]

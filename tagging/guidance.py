@@ -35,6 +35,7 @@ class Guidance:
     guided: bool  # the caption is the guided one
     caption: str = ""
     units: Tuple[int, ...] = ()  # the constraints' word units (TagPolicy.unit_labels), for measurements
+    sure: bool = False  # the policy was sure of a constraint (Selection.sure), for measurements
 
     def as_dict(self) -> Dict[str, object]:
         return {"tags": [{"class": label, "probability": round(probability, 4)} for label, probability in self.tags],
@@ -157,9 +158,10 @@ def guide(policy: TagPolicy, search: GuidedSearch, image_features, plain: List[n
         for row, ids, keep in zip(rows, guided_ids.numpy(), accepted.numpy()):
             results[row], guided[row] = (ids, True) if keep else (results[row], False)
     tags = policy.top_tags(probabilities.numpy())
-    units, evidence = selection.units.numpy(), selection.evidence.numpy()
+    units, evidence, sure = selection.units.numpy(), selection.evidence.numpy(), selection.sure.numpy()
     guidance = [Guidance(tags[row], [(policy.unit_labels[unit], float(value))
                                      for unit, value in zip(units[row], evidence[row]) if value > 0], bool(guided[row]),
-                         units=tuple(int(unit) for unit, value in zip(units[row], evidence[row]) if value > 0))
+                         units=tuple(int(unit) for unit, value in zip(units[row], evidence[row]) if value > 0),
+                         sure=bool(sure[row]))
                 for row in range(len(plain))]
     return results, guidance
